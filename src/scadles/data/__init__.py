@@ -1,0 +1,1 @@
+"""Datasets, partitions, streams and buffers."""
