@@ -1,0 +1,131 @@
+"""Config -> objects. The only place that reads the config tree and the only name registries."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+import torch
+
+from scadles import clock
+from scadles.config import Config
+from scadles.data.buffer import StreamBuffer
+from scadles.data.datasets import Dataset, load_dataset
+from scadles.data.partition import partition
+from scadles.data.rates import RateSchedule, distribution_rates, preset_rates, read_trace
+from scadles.data.streams import Arrivals, ReplayOrder
+from scadles.engine import Engine, Schedule
+from scadles.errors import UserError
+from scadles.models import build_model, param_count
+from scadles.policies import DEFAULT_BUFFER, BatchRule
+
+log = logging.getLogger(__name__)
+
+
+def generator(seed: int, purpose: str) -> torch.Generator:
+    """Return a generator derived from (seed, purpose): independent streams of randomness."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(purpose.encode())) % 2**62)
+
+
+def base_rates(cfg: Config) -> torch.Tensor:
+    """Return the K per-device stream rates the config asks for."""  # (K,)
+    k = cfg.devices.count
+    spec = cfg.streams.rates
+    if spec.values is not None:
+        return torch.tensor(spec.values, dtype=torch.float64)
+    if spec.preset is not None:
+        return preset_rates(spec.preset, k)
+    assert spec.dist is not None
+    return distribution_rates(spec.dist, spec.mean, spec.std, k)
+
+
+def rate_schedule(cfg: Config) -> RateSchedule:
+    """Return the (possibly time-varying) rate schedule."""
+    k = cfg.devices.count
+    sched = read_trace(cfg.streams.trace, k) if cfg.streams.trace else None
+    if sched is None:
+        sched = RateSchedule.constant(base_rates(cfg))
+    steps = cfg.streams.schedule
+    return sched.scaled([s.at_s for s in steps], [s.scale for s in steps])
+
+
+def batch_rule(cfg: Config) -> BatchRule:
+    """Return the policy's batch/weighting/LR rule."""
+    p = cfg.policy
+    scaling = p.lr_scaling if p.lr_scaling is not None else p.name == "scadles"
+    return BatchRule(p.name, p.batch, p.b_min, p.b_max, cfg.streams.window_s, scaling)
+
+
+def buffer_policy(cfg: Config) -> str:
+    """Return the buffer policy: configured, or the policy's default."""
+    return cfg.buffer.policy or DEFAULT_BUFFER[cfg.policy.name]
+
+
+def dataset(cfg: Config) -> Dataset:
+    """Load the configured dataset."""
+    d = cfg.data
+    return load_dataset(
+        d.name, path=d.path, n_train=d.n_train, n_test=d.n_test, seed=cfg.train.seed
+    )
+
+
+def engine(cfg: Config, data: Dataset | None = None) -> Engine:
+    """Build a simulation engine from a config."""
+    data = data if data is not None else dataset(cfg)
+    seed = cfg.train.seed
+    k = cfg.devices.count
+    if k > len(data.y_train):
+        raise UserError(
+            f"devices.count must be <= the training set size {len(data.y_train)}, got {k}"
+        )
+    parts = partition(
+        data.y_train,
+        k,
+        cfg.devices.partition,
+        generator(seed, "partition"),
+        num_classes=data.num_classes,
+        dirichlet_alpha=cfg.devices.dirichlet_alpha,
+        shards_per_device=cfg.devices.shards_per_device,
+    )
+    m = cfg.model
+    model = build_model(
+        m.name,
+        data.input_shape,
+        data.num_classes,
+        norm=m.norm,
+        width=m.width,
+        groups=m.groups,
+        gen=generator(seed, "model"),
+    )
+    t = cfg.train
+    opt = torch.optim.SGD(
+        model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+    )
+    c = cfg.clock
+    profiles = clock.make_profiles(
+        c.profile,
+        k,
+        csv=c.csv,
+        seconds_per_sample=c.seconds_per_sample,
+        overhead_s=c.overhead_s,
+        bandwidth_bps=c.bandwidth_bps,
+        latency_s=c.latency_s,
+    )
+    real = param_count(model)
+    comm_params = float(c.emulate_params if c.emulate_params is not None else real)
+    log.info("model %s: %d parameters; communication accounted at %d", m.name, real, comm_params)
+    sched = rate_schedule(cfg)
+    return Engine(
+        model=model,
+        optimizer=opt,
+        data=data,
+        replay=ReplayOrder(parts, seed),
+        arrivals=Arrivals.start(sched, cfg.streams.arrivals, generator(seed, "arrivals")),
+        buffer=StreamBuffer.empty(k, buffer_policy(cfg), cfg.buffer.capacity),
+        rule=batch_rule(cfg),
+        profiles=profiles,
+        comm_params=comm_params,
+        schedule=Schedule(t.lr, tuple(t.milestones), t.gamma),
+        gen=generator(seed, "streams"),
+        eval_batch=cfg.eval.batch_size,
+    )

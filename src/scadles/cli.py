@@ -1,0 +1,156 @@
+"""The `scadles` command: run, compare, config.
+
+Exit status: 0 on success, 2 on bad input (one line on stderr naming the key, the value and what
+is allowed), 1 on any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from scadles import build, runner
+from scadles.config import Config, config_to_dict, dump_toml, load_config, replace_key
+from scadles.errors import UserError
+from scadles.policies import POLICIES
+from scadles.report import comparison, comparison_markdown, comparison_table_rich, write_json
+
+log = logging.getLogger("scadles")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scadles",
+        description="Synchronous distributed SGD on streaming data at the edge (ScaDLES).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("config", nargs="?", default=None, help="TOML config (default: the demo)")
+        sp.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config key, e.g. --set devices.count=32 (repeatable)",
+        )
+
+    r = sub.add_parser("run", help="train one policy; write config, steps, evals, summary")
+    common(r)
+    r.add_argument("--out", required=True, type=Path, help="output directory")
+    r.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    r.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+    c = sub.add_parser("compare", help="run several policies on the same streams, compare them")
+    common(c)
+    c.add_argument("--out", required=True, type=Path, help="output directory")
+    c.add_argument(
+        "--policies",
+        default="scadles,ddl",
+        help="comma-separated policies to run (default: scadles,ddl)",
+    )
+    c.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    c.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+    g = sub.add_parser("config", help="print the resolved config (TOML, or JSON with --json)")
+    common(g)
+    g.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    return p
+
+
+@contextmanager
+def _progress(quiet: bool, console: Console) -> Iterator[runner.Progress | None]:
+    """Yield a progress callback drawing a rich bar, or None when quiet."""
+    if quiet:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(done: float, total: float, text: str) -> None:
+        key = text.split(" ", 1)[0]
+        if key not in tasks:
+            tasks[key] = bar.add_task(key, total=total)
+        bar.update(tasks[key], completed=done, description=text)  # type: ignore[arg-type]
+
+    with bar:
+        yield update
+
+
+def _policies(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in POLICIES]
+    if not names or bad:
+        raise UserError(
+            f"--policies: unknown policy {bad[0] if bad else text!r}; known: {', '.join(POLICIES)}"
+        )
+    return names
+
+
+def _compare(cfg: Config, out: Path, policies: list[str], quiet: bool, console: Console) -> None:
+    from scadles.plots import plot_comparison
+
+    data = build.dataset(cfg)
+    runs = {}
+    dirs = {}
+    with _progress(quiet, console) as progress:
+        for name in policies:
+            pcfg = replace_key(cfg, "policy.name", name)
+            dirs[name] = out / name
+            runs[name] = runner.run(pcfg, dirs[name], progress=progress, data=data)
+    comp = comparison(runs)
+    write_json(out / "comparison.json", comp)
+    (out / "comparison.md").write_text(comparison_markdown(comp))
+    plots = plot_comparison(out, dirs)
+    if not quiet:
+        console.print(comparison_table_rich(comp))
+        console.print(f"wrote {out / 'comparison.md'} and {len(plots)} plots in {out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if args.command == "config":
+            print(json.dumps(config_to_dict(cfg), indent=2) if args.json else dump_toml(cfg))
+        elif args.command == "run":
+            with _progress(args.quiet, console) as progress:
+                summary = runner.run(cfg, args.out, progress=progress)
+            if not args.quiet:
+                console.print_json(json.dumps(summary))
+        elif args.command == "compare":
+            _compare(cfg, args.out, _policies(args.policies), args.quiet, console)
+    except UserError as e:
+        print(f"scadles: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scadles: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

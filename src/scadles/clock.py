@@ -1,0 +1,219 @@
+"""Device profiles and the simulated timing model: compute, communication and waiting per device.
+
+Every function is pure and works on (K,) float64 tensors, one entry per device.
+
+Profiles (`make_profiles(name, k)`):
+
+- ``paper``: calibrated to the paper's testbed (SCADLES_PAPER.md 4.1, 5.1): 8 K80s over 5 Gbps
+  Ethernet sync ResNet152's 230 MB gradient in about 1.05 s (Fig. 4b). The nominal 5 Gbps would
+  give 0.65 s, so the links use the effective bandwidth ``PAPER_EFFECTIVE_BPS`` (about 3.087 Gbps,
+  62 % of nominal) that makes ``allreduce_time(230e6 bytes, K=8) == 1.05 s`` with 0.5 ms latency.
+  An iteration takes about 1.2 s at batch 64 (Table II), so compute(64) = 1.2 - 1.05 = 0.15 s
+  = 0.02 s overhead + 64 * (0.13 / 64) s per sample. Devices are homogeneous.
+- ``uniform``: a generic edge device: 100 Mbps links, 5 ms latency, 0.01 s + 2e-4 s/sample.
+- ``csv``: one row per device from a CSV file (``csv=PATH``; config key ``clock.csv``). The header
+  names the five columns, in any order::
+
+      seconds_per_sample,overhead_s,uplink_bps,downlink_bps,latency_s
+      0.002,0.02,1e8,1e8,0.005
+      0.004,0.02,5e7,1e8,0.010
+
+  There must be K data rows, or exactly one row that every device shares. Times are in seconds
+  (seconds_per_sample, overhead_s, latency_s: finite and >= 0); bandwidths are in bits per second
+  (uplink_bps, downlink_bps: finite and > 0). Blank lines are ignored.
+
+Overrides (``seconds_per_sample``, ``overhead_s``, ``bandwidth_bps`` for both links, ``latency_s``)
+replace the profile's value for every device.
+
+Collectives (alpha-beta model, bandwidth-bound, latency = the slowest device's):
+
+- ring all-reduce of N bytes per device: 2(K-1) phases, each moving N/K bytes per device over the
+  slowest link: ``2(K-1)/K * 8N / min_i min(up_i, down_i) + 2(K-1) * max_i latency_i``.
+- ring all-gather of n_j bytes from device j: device i receives every block but its own on its
+  downlink and sends every block but its successor's (i+1 mod K) on its uplink, so
+  ``max_i max(8(sum n - n_i) / down_i, 8(sum n - n_{i+1}) / up_i) + (K-1) * max_i latency_i``.
+  For equal blocks n = N/K this is exactly half a ring all-reduce; for fixed n it grows with K.
+"""
+
+from __future__ import annotations
+
+import csv as csvlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from scadles.errors import UserError
+
+PROFILES = ("paper", "uniform", "csv")
+CSV_COLUMNS = ("seconds_per_sample", "overhead_s", "uplink_bps", "downlink_bps", "latency_s")
+_POSITIVE = frozenset({"uplink_bps", "downlink_bps"})
+
+PAPER_GRADIENT_BYTES = 230e6  # ResNet152 gradient (paper Fig. 4b)
+PAPER_SYNC_S = 1.05  # its sync time on 8 devices (paper Fig. 4b)
+PAPER_LATENCY_S = 5e-4
+# ring all-reduce on K=8 solved for the bandwidth: 2*7/8 * 8N / bw + 2*7*latency == 1.05 s
+PAPER_EFFECTIVE_BPS = (
+    2 * 7 / 8 * PAPER_GRADIENT_BYTES * 8 / (PAPER_SYNC_S - 2 * 7 * PAPER_LATENCY_S)
+)
+PAPER_OVERHEAD_S = 0.02
+PAPER_SECONDS_PER_SAMPLE = (0.15 - PAPER_OVERHEAD_S) / 64  # compute(64) = 1.2 s - 1.05 s
+
+_BUILTIN: dict[str, dict[str, float]] = {
+    "paper": {
+        "seconds_per_sample": PAPER_SECONDS_PER_SAMPLE,
+        "overhead_s": PAPER_OVERHEAD_S,
+        "uplink_bps": PAPER_EFFECTIVE_BPS,
+        "downlink_bps": PAPER_EFFECTIVE_BPS,
+        "latency_s": PAPER_LATENCY_S,
+    },
+    "uniform": {
+        "seconds_per_sample": 2e-4,
+        "overhead_s": 0.01,
+        "uplink_bps": 100e6,
+        "downlink_bps": 100e6,
+        "latency_s": 5e-3,
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProfiles:
+    """Compute speed and network links of K devices (one entry per device, float64)."""
+
+    seconds_per_sample: torch.Tensor  # (K,)
+    overhead_s: torch.Tensor  # (K,)
+    uplink_bps: torch.Tensor  # (K,) bits per second
+    downlink_bps: torch.Tensor  # (K,) bits per second
+    latency_s: torch.Tensor  # (K,)
+
+    @property
+    def k(self) -> int:
+        """Return the number of devices."""
+        return int(self.seconds_per_sample.shape[0])
+
+
+def _check_value(name: str, value: float, where: str) -> None:
+    """Raise UserError unless value is finite and in range for column name."""
+    ok = math.isfinite(value) and (value > 0 if name in _POSITIVE else value >= 0)
+    if not ok:
+        allowed = "a finite number > 0" if name in _POSITIVE else "a finite number >= 0"
+        raise UserError(f"{where}: {name} must be {allowed}, got {value!r}")
+
+
+def _read_csv(path: str, k: int) -> dict[str, list[float]]:
+    """Read per-device columns from a profile CSV with K rows (or one row, broadcast)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"clock.csv: file not found: {path}")
+    columns: dict[str, list[float]] = {c: [] for c in CSV_COLUMNS}
+    with p.open(newline="") as f:
+        reader = csvlib.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if sorted(header) != sorted(CSV_COLUMNS):
+            want, got = ",".join(CSV_COLUMNS), ",".join(header)
+            raise UserError(f"{path}: header must name the columns {want}, got {got}")
+        reader.fieldnames = header
+        for raw in reader:
+            where = f"{path} line {reader.line_num}"
+            if None in raw or any(v is None for v in raw.values()):
+                raise UserError(f"{where}: expected {len(CSV_COLUMNS)} comma-separated values")
+            if all(not v.strip() for v in raw.values()):
+                continue
+            for name in CSV_COLUMNS:
+                text = raw[name].strip()
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise UserError(f"{where}: {name} must be a number, got {text!r}") from None
+                _check_value(name, value, f"{where} column {name}")
+                columns[name].append(value)
+    rows = len(columns[CSV_COLUMNS[0]])
+    if rows not in (1, k):
+        raise UserError(
+            f"{path}: needs {k} device rows (one per device) or 1 shared row, got {rows}"
+        )
+    return {name: vals * k if rows == 1 else vals for name, vals in columns.items()}
+
+
+def make_profiles(
+    name: str,
+    k: int,
+    *,
+    csv: str | None = None,
+    seconds_per_sample: float | None = None,
+    overhead_s: float | None = None,
+    bandwidth_bps: float | None = None,
+    latency_s: float | None = None,
+) -> DeviceProfiles:
+    """Build the profiles of k devices from a named profile, then apply the overrides."""
+    if k < 1:
+        raise UserError(f"devices.count must be >= 1, got {k}")
+    if name not in PROFILES:
+        raise UserError(f"clock.profile: unknown profile {name!r}; known: {', '.join(PROFILES)}")
+    if name == "csv":
+        if csv is None:
+            raise UserError("clock.profile = 'csv' needs a file: set clock.csv")
+        columns = _read_csv(csv, k)
+    else:
+        columns = {c: [v] * k for c, v in _BUILTIN[name].items()}
+    overrides = {
+        "seconds_per_sample": seconds_per_sample,
+        "overhead_s": overhead_s,
+        "uplink_bps": bandwidth_bps,
+        "downlink_bps": bandwidth_bps,
+        "latency_s": latency_s,
+    }
+    for col, value in overrides.items():
+        if value is not None:
+            label = "bandwidth_bps" if col in _POSITIVE else col
+            _check_value(col, float(value), f"clock.{label}")
+            columns[col] = [float(value)] * k
+    t = {c: torch.tensor(v, dtype=torch.float64) for c, v in columns.items()}  # each (K,)
+    return DeviceProfiles(**t)
+
+
+def compute_time(p: DeviceProfiles, batch: torch.Tensor) -> torch.Tensor:
+    """Return each device's compute seconds for its batch size; an empty batch costs nothing."""
+    b = batch.to(torch.float64)  # (K,)
+    t = p.overhead_s + p.seconds_per_sample * b  # (K,)
+    return torch.where(b > 0, t, torch.zeros_like(t))
+
+
+def allreduce_time(p: DeviceProfiles, nbytes: float) -> float:
+    """Return the seconds of a dense ring all-reduce of nbytes per device among all K devices."""
+    k = p.k
+    if k == 1:
+        return 0.0
+    link = torch.minimum(p.uplink_bps, p.downlink_bps).min().item()
+    lat = p.latency_s.max().item()
+    return 2 * (k - 1) / k * nbytes * 8 / link + 2 * (k - 1) * lat
+
+
+def allgather_time(p: DeviceProfiles, nbytes: torch.Tensor) -> float:
+    """Return the seconds of a ring all-gather where device j contributes nbytes[j] bytes."""
+    k = p.k
+    if k == 1:
+        return 0.0
+    n = nbytes.to(torch.float64)  # (K,)
+    total = n.sum()
+    recv = (total - n) * 8 / p.downlink_bps  # (K,) every block but its own
+    send = (total - n.roll(-1)) * 8 / p.uplink_bps  # (K,) every block but its successor's
+    bandwidth = torch.maximum(recv, send).max().item()
+    return bandwidth + (k - 1) * p.latency_s.max().item()
+
+
+def step_time(wait: torch.Tensor, compute: torch.Tensor, comm: float) -> float:
+    """Return a synchronous step's seconds: the slowest device's wait + compute, then the sync."""
+    return (wait.to(torch.float64) + compute.to(torch.float64)).max().item() + comm
+
+
+def emulated_bytes(real_params: int, emulate_params: int | None, bytes_per_param: int = 4) -> float:
+    """Return the gradient bytes to charge: the emulated model's if given, else the real one's."""
+    if emulate_params is not None and emulate_params < 1:
+        raise UserError(f"clock.emulate_params must be a positive integer, got {emulate_params}")
+    if bytes_per_param < 1:
+        raise UserError(f"bytes_per_param must be a positive integer, got {bytes_per_param}")
+    params = real_params if emulate_params is None else emulate_params
+    return float(params * bytes_per_param)

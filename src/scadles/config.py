@@ -1,0 +1,304 @@
+"""Load the typed configuration tree once: TOML file + `--set section.key=value` overrides."""
+
+import datetime
+import json
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from scadles.config_schema import (
+    DATASETS,
+    DATASETS_NEEDING_PATH,
+    FASHION_MNIST_DEFAULT,
+    NONNEGATIVE,
+    POSITIVE,
+    BufferConfig,
+    Check,
+    ClockConfig,
+    Config,
+    DataConfig,
+    DevicesConfig,
+    EvalConfig,
+    ModelConfig,
+    PolicyConfig,
+    RateSpec,
+    RunConfig,
+    ScheduleStep,
+    StreamsConfig,
+    TrainConfig,
+    boolean,
+    choice,
+    existing_path,
+    increasing,
+    integer,
+    number,
+    optional,
+    rates,
+    reject_unknown,
+    schedule,
+    show,
+    table,
+)
+from scadles.errors import UserError
+
+__all__ = [
+    "BufferConfig",
+    "ClockConfig",
+    "Config",
+    "DataConfig",
+    "DevicesConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "PolicyConfig",
+    "RateSpec",
+    "RunConfig",
+    "ScheduleStep",
+    "StreamsConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_toml",
+    "load_config",
+    "parse_override",
+    "replace_key",
+    "resolved_buffer_policy",
+    "resolved_lr_scaling",
+]
+
+INT_POS = integer(1)
+
+# Every section's keys and their checks; the dataclass fields give the defaults.
+SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
+    "data": (DataConfig, {
+        "name": choice("dataset", DATASETS),
+        "path": optional(existing_path),
+        "n_train": optional(INT_POS),
+        "n_test": optional(INT_POS),
+        "sample_bytes": optional(INT_POS),
+    }),
+    "model": (ModelConfig, {
+        "name": choice("model", ("mlp", "cnn1d", "cnn2d", "resnet8", "resnet20")),
+        "norm": choice("norm", ("none", "group", "batch")),
+        "width": INT_POS,
+        "groups": INT_POS,
+    }),
+    "devices": (DevicesConfig, {
+        "count": INT_POS,
+        "partition": choice("partition", ("iid", "label_blocks", "dirichlet", "shards")),
+        "dirichlet_alpha": POSITIVE,
+        "shards_per_device": INT_POS,
+    }),
+    "streams": (StreamsConfig, {
+        "rates": rates,
+        "arrivals": choice("arrival model", ("deterministic", "poisson")),
+        "window_s": POSITIVE,
+        "schedule": schedule,
+        "trace": optional(existing_path),
+    }),
+    "buffer": (BufferConfig, {
+        "policy": optional(choice("buffer policy", ("persistence", "truncation"))),
+        "capacity": optional(INT_POS),
+    }),
+    "policy": (PolicyConfig, {
+        "name": choice("policy", ("ddl", "scadles")),
+        "batch": INT_POS,
+        "b_min": INT_POS,
+        "b_max": INT_POS,
+        "lr_scaling": optional(boolean),
+    }),
+    "train": (TrainConfig, {
+        "seed": integer(0),
+        "lr": POSITIVE,
+        "momentum": number(0.0, 1.0, hi_open=True),
+        "weight_decay": NONNEGATIVE,
+        "milestones": increasing,
+        "gamma": number(0.0, 1.0, lo_open=True),
+        "steps": optional(INT_POS),
+        "max_time_s": optional(POSITIVE),
+    }),
+    "eval": (EvalConfig, {
+        "every": INT_POS,
+        "target_accuracy": number(0.0, 1.0),
+        "batch_size": INT_POS,
+        "metric": choice("metric", ("top1", "top5")),
+    }),
+    "clock": (ClockConfig, {
+        "profile": choice("clock profile", ("paper", "uniform", "csv")),
+        "csv": optional(existing_path),
+        "emulate_params": optional(INT_POS),
+        "seconds_per_sample": optional(POSITIVE),
+        "overhead_s": optional(NONNEGATIVE),
+        "bandwidth_bps": optional(POSITIVE),
+        "latency_s": optional(NONNEGATIVE),
+    }),
+    "run": (RunConfig, {
+        "mode": choice("mode", ("sim", "dist")),
+        "progress": boolean,
+    }),
+}  # fmt: skip
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """Read a TOML file (None: the packaged demo), apply `key=value` overrides, validate."""
+    raw = _read_toml(path)
+    for text in overrides:
+        dotted, value = parse_override(text)
+        _set_dotted(raw, dotted, value)
+    return config_from_dict(raw)
+
+
+def _read_toml(path: str | Path | None) -> dict[str, Any]:
+    """Parse the TOML file at `path`, or the packaged demo when `path` is None."""
+    try:
+        if path is None:
+            text = resources.files("scadles").joinpath("configs/demo.toml").read_text("utf-8")
+        else:
+            text = Path(path).expanduser().read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"config: cannot read {path}: {err.__class__.__name__}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"config: {path or 'demo.toml'} is not valid TOML: {err}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split "a.b=VALUE"; VALUE is a TOML value if it parses as one, else a bare string."""
+    dotted, sep, value_text = text.partition("=")
+    dotted = dotted.strip()
+    parts = dotted.split(".")
+    if not sep or len(parts) < 2 or not all(p.strip() for p in parts):
+        raise UserError(f"--set expects section.key=value, got {show(text)}")
+    return ".".join(p.strip() for p in parts), _parse_value(value_text.strip())
+
+
+def _parse_value(text: str) -> Any:
+    """Parse one TOML value; fall back to the text itself (dates count as text)."""
+    try:
+        parsed = tomllib.loads(f"v = {text}")
+    except tomllib.TOMLDecodeError:
+        return text
+    value = parsed.get("v")
+    if set(parsed) != {"v"} or isinstance(value, datetime.date | datetime.time):
+        return text
+    return value
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set raw[a][b]... = value for "a.b...", creating missing tables."""
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for i, name in enumerate(parents):
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            where = ".".join(parents[: i + 1])
+            raise UserError(f"--set {dotted}: {where} is not a table, got {show(child)}")
+        node = child
+    node[leaf] = value
+
+
+def config_from_dict(d: Mapping[str, Any]) -> Config:
+    """Validate a raw {section: {key: value}} mapping into a Config, or raise UserError."""
+    top = table("config", d)
+    reject_unknown("", top, tuple(SCHEMA))
+    sections: dict[str, Any] = {}
+    for section, (cls, checks) in SCHEMA.items():
+        raw = table(section, top.get(section, {}))
+        others = {k: f"{s}.{k}" for s, (_, c) in SCHEMA.items() if s != section for k in c}
+        reject_unknown(section, raw, tuple(checks), others)
+        sections[section] = cls(**{k: checks[k](f"{section}.{k}", v) for k, v in raw.items()})
+    return _cross_check(Config(**sections))
+
+
+def _cross_check(cfg: Config) -> Config:
+    """Apply the checks that involve more than one key; fill defaults that depend on others."""
+    data = cfg.data
+    if data.name == "fashion_mnist" and data.path is None:
+        data = replace(data, path=existing_path("data.path", FASHION_MNIST_DEFAULT))
+    if data.name in DATASETS_NEEDING_PATH and data.path is None:
+        raise UserError(f"data.path must be set when data.name = {show(data.name)}")
+    values, k = cfg.streams.rates.values, cfg.devices.count
+    if values is not None and len(values) != k:
+        raise UserError(f"streams.rates has {len(values)} values but devices.count is {k}")
+    if cfg.policy.b_max < cfg.policy.b_min:
+        b_min, b_max = cfg.policy.b_min, cfg.policy.b_max
+        raise UserError(f"policy.b_max must be >= policy.b_min ({b_min}), got {b_max}")
+    if cfg.train.steps is None and cfg.train.max_time_s is None:
+        raise UserError("train.steps or train.max_time_s must be set")
+    if cfg.clock.profile == "csv" and cfg.clock.csv is None:
+        raise UserError("clock.csv must be set when clock.profile = 'csv'")
+    return replace(cfg, data=data)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Return a JSON-able {section: {key: value}} dict that config_from_dict maps back to `cfg`."""
+    out: dict[str, Any] = {}
+    for section in fields(cfg):
+        values = getattr(cfg, section.name)
+        out[section.name] = {f.name: _plain(getattr(values, f.name)) for f in fields(values)}
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Turn a config value into JSON/TOML-able data (RateSpec, schedule steps, tuples)."""
+    if isinstance(value, RateSpec):
+        if value.preset is not None:
+            return value.preset
+        if value.values is not None:
+            return list(value.values)
+        return {"dist": value.dist, "mean": value.mean, "std": value.std}
+    if isinstance(value, ScheduleStep):
+        return {"at_s": value.at_s, "scale": value.scale}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def replace_key(cfg: Config, dotted: str, value: Any) -> Config:
+    """Return `cfg` with one dotted key set to `value`, validated like a `--set` override."""
+    raw = config_to_dict(cfg)
+    _set_dotted(raw, dotted, value)
+    return config_from_dict(raw)
+
+
+def resolved_buffer_policy(cfg: Config) -> str:
+    """Return the buffer policy in force: the configured one, else the training policy's default."""
+    if cfg.buffer.policy is not None:
+        return cfg.buffer.policy
+    return "truncation" if cfg.policy.name == "scadles" else "persistence"  # paper §2.2, §5.7
+
+
+def resolved_lr_scaling(cfg: Config) -> bool:
+    """Return whether linear LR scaling is on: the configured value, else only for scadles."""
+    if cfg.policy.lr_scaling is not None:
+        return cfg.policy.lr_scaling
+    return cfg.policy.name == "scadles"
+
+
+def dump_toml(cfg: Config) -> str:
+    """Render `cfg` as TOML (None values omitted) that load_config reads back to `cfg`."""
+    lines: list[str] = []
+    for section, values in config_to_dict(cfg).items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    """Render one value of this schema's types (str, bool, int, float, list, table) as TOML."""
+    if isinstance(value, str):
+        return json.dumps(value).replace("\x7f", "\\u007f")  # JSON string = TOML basic string
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{ " + ", ".join(items) + " }"
+    raise TypeError(f"cannot render {type(value).__name__} as TOML")

@@ -1,0 +1,163 @@
+"""Per-device stream rates: presets, distributions, lists, and time-varying schedules.
+
+A rate schedule is piecewise constant in time for every device. Its cumulative intensity
+Lambda_i(t) = integral of rate_i from 0 to t is what arrival processes walk along: the n-th arrival
+of a deterministic stream happens when Lambda_i reaches n.
+
+Rate trace CSV (``streams.trace``): a header row, then one row per breakpoint. The first column is
+``time_s`` (starting at 0, strictly increasing); the remaining columns are either one rate per
+device (K columns) or a single column applied to every device. Rates hold from their row's time
+until the next row's time; the last row holds for ever.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from scadles.errors import UserError
+
+# paper Table I: (distribution, mean, std) in samples per second
+PRESETS: dict[str, tuple[str, float, float]] = {
+    "uniform-S1": ("uniform", 38.0, 24.0),
+    "uniform-S2": ("uniform", 300.0, 112.0),
+    "normal-S1": ("normal", 64.0, 24.0),
+    "normal-S2": ("normal", 256.0, 28.0),
+}
+RATE_FLOOR, RATE_CEIL = 8.0, 1024.0  # paper 4.4: every stream rate lies in [b_min, b_max]
+_PRESET_ORDER_SEED = 2022  # fixed, so a preset means the same rates everywhere
+
+
+def distribution_rates(dist: str, mean: float, std: float, k: int) -> torch.Tensor:
+    """Return K rates at evenly spaced quantiles of the distribution, in a fixed shuffled order.
+
+    Quantiles (not random draws) make a preset reproducible and representative for any K; the
+    order is a fixed permutation so that device index and rate are not correlated.
+    """
+    u = (torch.arange(k, dtype=torch.float64) + 0.5) / k  # (K,)
+    if dist == "normal":
+        r = mean + std * torch.special.ndtri(u)
+    elif dist == "uniform":
+        r = mean + std * math.sqrt(3.0) * (2.0 * u - 1.0)
+    else:
+        raise UserError(
+            f"streams.rates.dist: unknown distribution '{dist}'; known: normal, uniform"
+        )
+    g = torch.Generator().manual_seed(_PRESET_ORDER_SEED)
+    r = r[torch.randperm(k, generator=g)]
+    out: torch.Tensor = r.round().clamp(RATE_FLOOR, RATE_CEIL)
+    return out
+
+
+def preset_rates(name: str, k: int) -> torch.Tensor:
+    """Return the K rates of a paper preset (uniform-S1, uniform-S2, normal-S1, normal-S2)."""
+    if name not in PRESETS:
+        raise UserError(f"streams.rates: unknown preset '{name}'; known: {', '.join(PRESETS)}")
+    dist, mean, std = PRESETS[name]
+    return distribution_rates(dist, mean, std, k)
+
+
+@dataclass(frozen=True, slots=True)
+class RateSchedule:
+    """Piecewise-constant rates per device, with cumulative intensity and its inverse."""
+
+    times: torch.Tensor  # (M,) float64 breakpoints, times[0] == 0
+    rates: torch.Tensor  # (K, M) float64 samples/s holding from times[m]
+    cum: torch.Tensor  # (K, M) float64 Lambda at each breakpoint
+
+    @staticmethod
+    def constant(rates: torch.Tensor) -> RateSchedule:
+        """Return a schedule whose rates never change."""
+        return RateSchedule.piecewise(torch.zeros(1, dtype=torch.float64), rates[:, None])
+
+    @staticmethod
+    def piecewise(times: torch.Tensor, rates: torch.Tensor) -> RateSchedule:
+        """Return a schedule from breakpoints (M,) and rates (K, M)."""
+        times = times.to(torch.float64).contiguous()
+        rates = rates.to(torch.float64).contiguous()
+        widths = torch.diff(times)  # (M-1,)
+        cum = torch.zeros_like(rates)
+        if rates.shape[1] > 1:
+            cum[:, 1:] = torch.cumsum(rates[:, :-1] * widths, dim=1)
+        return RateSchedule(times, rates, cum)
+
+    @property
+    def count(self) -> int:
+        """Number of devices."""
+        return int(self.rates.shape[0])
+
+    def rate_at(self, t: float) -> torch.Tensor:
+        """Return every device's rate at time t."""  # (K,)
+        m = (
+            int(torch.searchsorted(self.times, torch.tensor([t], dtype=torch.float64), right=True))
+            - 1
+        )
+        return self.rates[:, max(m, 0)]
+
+    def cumulative(self, t: float) -> torch.Tensor:
+        """Return Lambda_i(t) for every device."""  # (K,)
+        m = max(
+            int(torch.searchsorted(self.times, torch.tensor([t], dtype=torch.float64), right=True))
+            - 1,
+            0,
+        )
+        return self.cum[:, m] + self.rates[:, m] * (t - float(self.times[m]))
+
+    def inverse(self, lam: torch.Tensor) -> torch.Tensor:
+        """Return, per device, the time at which Lambda_i reaches lam[i]."""  # (K,)
+        m = (torch.searchsorted(self.cum, lam[:, None].contiguous(), right=True) - 1).clamp(min=0)
+        c = self.cum.gather(1, m).squeeze(1)
+        r = self.rates.gather(1, m).squeeze(1)
+        return self.times[m.squeeze(1)] + (lam - c) / r
+
+    def scaled(self, at_s: list[float], scale: list[float]) -> RateSchedule:
+        """Return this schedule times a piecewise-constant factor (streams.schedule)."""
+        if not at_s:
+            return self
+        breaks = torch.unique(torch.cat([self.times, torch.tensor(at_s, dtype=torch.float64)]))
+        base = torch.stack([self.rate_at(float(t)) for t in breaks], dim=1)  # (K, M')
+        at = torch.tensor(at_s, dtype=torch.float64)
+        idx = torch.searchsorted(at, breaks, right=True) - 1  # (M',)
+        fac = torch.where(idx >= 0, torch.tensor(scale, dtype=torch.float64)[idx.clamp(min=0)], 1.0)
+        return RateSchedule.piecewise(breaks, base * fac[None, :])
+
+
+def read_trace(path: str, k: int) -> RateSchedule:
+    """Read a rate trace CSV (see the module docstring) into a schedule for K devices."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"streams.trace: file not found: {path}")
+    with p.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2 or not rows[0] or rows[0][0].strip() != "time_s":
+        raise UserError(f"streams.trace: {path}: first row must be a header starting with 'time_s'")
+    width = len(rows[0]) - 1
+    if width not in (1, k):
+        raise UserError(
+            f"streams.trace: {path}: has {width} rate columns; expected 1 or devices.count = {k}"
+        )
+    vals: list[list[float]] = []
+    for n, row in enumerate(rows[1:], start=2):
+        if len(row) != width + 1:
+            raise UserError(
+                f"streams.trace: {path} row {n}: expected {width + 1} fields, got {len(row)}"
+            )
+        try:
+            nums = [float(v) for v in row]
+        except ValueError:
+            raise UserError(f"streams.trace: {path} row {n}: not a number in {row}") from None
+        if any(not math.isfinite(v) for v in nums) or any(v <= 0 for v in nums[1:]):
+            raise UserError(
+                f"streams.trace: {path} row {n}: rates must be finite and > 0, got {row}"
+            )
+        vals.append(nums)
+    table = torch.tensor(vals, dtype=torch.float64)  # (M, 1 + width)
+    times = table[:, 0]
+    if float(times[0]) != 0.0 or bool((torch.diff(times) <= 0).any()):
+        raise UserError(f"streams.trace: {path}: time_s must start at 0 and strictly increase")
+    rates = table[:, 1:].T.expand(k, -1) if width == 1 else table[:, 1:].T
+    return RateSchedule.piecewise(times, rates.contiguous())

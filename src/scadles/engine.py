@@ -1,0 +1,183 @@
+"""Engine.step: the only place where the stages of one synchronous training step are wired.
+
+One step, for all K devices at once (DESIGN.md "Data flow of one step"):
+  need       = rule.demand(rates)                  each device's batch (fixed, or rate x window)
+  wait       = arrivals.reserve(short)             devices short of `need` wait for their stream
+  start, b   = buffer.take(need)                   (K,) batch sizes
+  idx, seg   = replay.indices(start, b)            (N,) packed union batch, device id per row
+  loss       = sum_n w_seg(n)/b_seg(n) * l_n       one forward/backward = weighted mean gradient
+  optimizer.step(lr = lr_sched * rule.lr_factor(b))
+  timing     = max_i(wait_i + compute_i) + comm    virtual clock
+  arrivals   = arrivals.advance(t_end); buffer.push; buffer.end_step (truncation)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from scadles import clock
+from scadles.aggregate import sample_weights
+from scadles.data.buffer import StreamBuffer
+from scadles.data.datasets import Dataset
+from scadles.data.streams import Arrivals, ReplayOrder
+from scadles.models import Segments
+from scadles.policies import BatchRule, lr_schedule
+from scadles.report import EvalReport, StepReport
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Learning-rate schedule in sample-epochs (one epoch = len(train set) samples, global)."""
+
+    lr: float
+    milestones: tuple[float, ...]
+    gamma: float
+
+
+@dataclass(slots=True)
+class Counters:
+    """Run-level counters the engine advances."""
+
+    step: int = 0
+    t: float = 0.0
+    samples_trained: int = 0
+
+
+class Engine:
+    """Simulated synchronous SGD over K streaming devices."""
+
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data: Dataset,
+        replay: ReplayOrder,
+        arrivals: Arrivals,
+        buffer: StreamBuffer,
+        rule: BatchRule,
+        profiles: clock.DeviceProfiles,
+        comm_params: float,
+        schedule: Schedule,
+        gen: torch.Generator,
+        eval_batch: int = 2048,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.data = data
+        self.replay = replay
+        self.arrivals = arrivals
+        self.buffer = buffer
+        self.rule = rule
+        self.profiles = profiles
+        self.comm_params = comm_params
+        self.schedule = schedule
+        self.gen = gen
+        self.eval_batch = eval_batch
+        self.k = arrivals.schedule.count
+        self.counters = Counters()
+        self._last_lr = schedule.lr
+
+    @property
+    def epoch(self) -> float:
+        """Sample-epochs trained so far (global)."""
+        return self.counters.samples_trained / len(self.data.y_train)
+
+    def step(self) -> StepReport:
+        """Run one synchronous step for all devices and return its report."""
+        host0 = time.perf_counter()
+        c = self.counters
+        t0 = c.t
+        rates = self.arrivals.schedule.rate_at(t0)  # (K,)
+        need = self.rule.demand(rates)  # (K,)
+        short = (need - self.buffer.held).clamp(min=0)  # (K,)
+        ready = self.arrivals.reserve(short, t0, self.gen)  # (K,) when each device has `need`
+        wait = ready - t0  # (K,)
+        dropped = self.buffer.push(short)
+        start, b = self.buffer.take(need)
+        idx, seg = self.replay.indices(start, b)  # (N,), (N,)
+
+        loss, correct = self._train(idx, seg, b)
+
+        compute = clock.compute_time(self.profiles, b)  # (K,)
+        comm = clock.allreduce_time(self.profiles, self.comm_params * 4.0)
+        step_s = clock.step_time(wait, compute, comm)
+        c.t = t0 + step_s
+        arrived = self.arrivals.advance(c.t, self.gen)
+        dropped = dropped + self.buffer.push(arrived)
+        dropped = dropped + self.buffer.end_step(arrived + short)
+        n = int(b.sum())
+        c.samples_trained += n
+        c.step += 1
+        held = self.buffer.held
+        return StepReport(
+            step=c.step,
+            sim_time_s=c.t,
+            step_time_s=step_s,
+            wait_s=float(wait.max()),
+            compute_s=float(compute.max()),
+            comm_s=comm,
+            lr=self._last_lr,
+            loss=loss,
+            prequential_acc=correct / max(n, 1),
+            batch_total=n,
+            batch_sizes=b.tolist(),
+            buffer_total=int(held.sum()),
+            buffer_sizes=held.tolist(),
+            arrived=int((arrived + short).sum()),
+            dropped=int(dropped.sum()),
+            bytes_sent=2.0 * (self.k - 1) * self.comm_params * 4.0,
+            floats_sent=self.comm_params,
+            compressed=False,
+            epoch=self.epoch,
+            host_s=time.perf_counter() - host0,
+        )
+
+    def _train(self, idx: torch.Tensor, seg: torch.Tensor, b: torch.Tensor) -> tuple[float, int]:
+        """Apply one weighted-mean gradient step on the packed batch; return (loss, #correct)."""
+        x = self.data.x_train[idx]  # (N, *shape)
+        y = self.data.y_train[idx]  # (N,)
+        pw = sample_weights(seg, b, self.rule.device_weights(b)).float()  # (N,)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.model(x, Segments(seg, self.k, None))  # (N, C)
+        loss = (F.cross_entropy(logits, y, reduction="none") * pw).sum()
+        loss.backward()  # type: ignore[no-untyped-call]
+        sched = self.schedule
+        self._last_lr = lr_schedule(sched.lr, sched.milestones, sched.gamma, self.epoch)
+        self._last_lr *= self.rule.lr_factor(b)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._last_lr
+        self.optimizer.step()
+        correct = int((logits.detach().argmax(dim=1) == y).sum())
+        return float(loss.detach()), correct
+
+    @torch.no_grad()
+    def evaluate(self) -> EvalReport:
+        """Score the model on the held-out set: top-1, top-5, mean loss."""
+        self.model.eval()
+        x, y = self.data.x_test, self.data.y_test
+        top1 = top5 = 0
+        loss = 0.0
+        for s in range(0, len(y), self.eval_batch):
+            logits = self.model(x[s : s + self.eval_batch], None)  # (n, C)
+            yy = y[s : s + self.eval_batch]
+            loss += float(F.cross_entropy(logits, yy, reduction="sum"))
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (n, 5)
+            top1 += int((top[:, 0] == yy).sum())
+            top5 += int((top == yy[:, None]).any(dim=1).sum())
+        m = max(len(y), 1)
+        c = self.counters
+        return EvalReport(
+            step=c.step,
+            sim_time_s=c.t,
+            epoch=self.epoch,
+            top1=top1 / m,
+            top5=top5 / m,
+            loss=loss / m,
+            samples_trained=c.samples_trained,
+        )

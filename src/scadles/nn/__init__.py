@@ -1,0 +1,16 @@
+"""Models and the per-device normalisation layers they use."""
+
+from scadles.nn.models import MODELS, Model, build_model, init_params, param_count
+from scadles.nn.norm import NORMS, SegmentBatchNorm, Segments, no_running_stats
+
+__all__ = [
+    "MODELS",
+    "NORMS",
+    "Model",
+    "SegmentBatchNorm",
+    "Segments",
+    "build_model",
+    "init_params",
+    "no_running_stats",
+    "param_count",
+]

@@ -1,0 +1,56 @@
+"""Conventional DDL vs ScaDLES: how big each device's batch is, how updates are weighted, the LR.
+
+paper 2.1 (Eq. 4a-4c) and 3: conventional DDL waits for a fixed batch on every device and averages
+equally; ScaDLES trains on what the stream delivered (rate x window, clipped to [b_min, b_max]),
+weights each device by its batch and scales the learning rate by sum_j b_j / B with B = batch * K.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+POLICIES = ("scadles", "ddl")
+DEFAULT_BUFFER = {"scadles": "truncation", "ddl": "persistence"}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRule:
+    """One policy's batch, weighting and learning-rate rules."""
+
+    name: str
+    batch: int
+    b_min: int
+    b_max: int
+    window_s: float
+    lr_scaling: bool
+
+    def demand(self, rates: torch.Tensor) -> torch.Tensor:
+        """Return each device's batch: the fixed batch (DDL) or rate x window in [b_min, b_max].
+
+        A device whose buffer holds fewer samples waits for its stream to deliver them; under
+        ScaDLES that only happens when an iteration is shorter than the window (or at b_min).
+        """
+        if self.name == "ddl":
+            return torch.full(rates.shape, self.batch, dtype=torch.int64)  # (K,)
+        return (rates * self.window_s).round().clamp(self.b_min, self.b_max).to(torch.int64)
+
+    def device_weights(self, b: torch.Tensor) -> torch.Tensor:
+        """Return weights summing to 1: b_i / sum b (paper Eq. 4a), or equal over active devices."""
+        active = (b > 0).double()  # (K,)
+        w = b.double() if self.name == "scadles" else active
+        total = w.sum()
+        return w / total if float(total) > 0 else w
+
+    def lr_factor(self, b: torch.Tensor) -> float:
+        """Return the linear learning-rate scale sum_j b_j / (batch * K) (paper Eq. 4c), or 1."""
+        if not self.lr_scaling:
+            return 1.0
+        return float(b.sum()) / (self.batch * int(b.numel()))
+
+
+def lr_schedule(lr: float, milestones: tuple[float, ...], gamma: float, epoch: float) -> float:
+    """Return the multi-step learning rate at a (sample-)epoch."""
+    passed = sum(1 for m in milestones if epoch >= m)
+    return lr * gamma**passed

@@ -1,0 +1,364 @@
+"""Per-step and per-evaluation records, streaming JSONL writers, the run summary and comparisons.
+
+JSON written here is strict: a non-finite float (a diverged loss, say) is written as ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from rich.table import Table
+
+from scadles.errors import UserError
+
+TARGET_METRICS = ("top1", "top5")
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    """One synchronous step: one line of steps.jsonl (times in simulated seconds)."""
+
+    step: int
+    sim_time_s: float  # clock at the end of the step
+    step_time_s: float
+    wait_s: float  # max over devices
+    compute_s: float  # max over devices
+    comm_s: float
+    lr: float
+    loss: float
+    prequential_acc: float  # accuracy on the batch before training on it
+    batch_total: int
+    batch_sizes: list[int]  # per device
+    buffer_total: int  # samples held after the step
+    buffer_sizes: list[int]  # per device
+    arrived: int
+    dropped: int
+    bytes_sent: float
+    floats_sent: float
+    compressed: bool
+    epoch: float  # sample-epochs so far
+    host_s: float  # wall-clock seconds the host spent on the step
+
+
+@dataclass(frozen=True, slots=True)
+class EvalReport:
+    """One evaluation on the held-out set: one line of evals.jsonl (accuracies are fractions)."""
+
+    step: int
+    sim_time_s: float
+    epoch: float
+    top1: float
+    top5: float
+    loss: float
+    samples_trained: int
+
+
+def _finite(obj: Any) -> Any:
+    """Return obj with non-finite floats replaced by None, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _default(obj: Any) -> Any:
+    """Convert tensors, numpy values and paths for json.dumps."""
+    if hasattr(obj, "tolist"):
+        return _finite(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Return a dataclass instance's fields (shallow) or a dict as a plain dict."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in fields(obj)}
+    if isinstance(obj, dict):
+        return obj
+    raise TypeError(f"expected a dataclass instance or dict, got {type(obj).__name__}")
+
+
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """Serialize a dataclass or dict as strict JSON."""
+    return json.dumps(_finite(to_dict(obj)), default=_default, allow_nan=False, indent=indent)
+
+
+class JsonlWriter:
+    """Append one JSON object per line to a file, flushing each line so a crash loses nothing."""
+
+    def __init__(self, path: str | Path, *, append: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f: IO[str] | None = self.path.open("a" if append else "w", encoding="utf-8")
+
+    def write(self, obj: Any) -> None:
+        """Append obj (a dataclass instance or dict) as one line and flush."""
+        if self._f is None:
+            raise ValueError(f"write to closed JsonlWriter({self.path})")
+        self._f.write(dumps(obj) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        """Close the file; further writes fail."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write obj as indented JSON atomically (temp file in the same folder, then os.replace)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(dumps(obj, indent=2) + "\n")
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the objects of a JSONL file one at a time, skipping blank lines."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"file not found: {p}")
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{p} line {n}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{p} line {n}: expected a JSON object, got {type(obj).__name__}")
+            yield obj
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Return every object of a JSONL file."""
+    return list(iter_jsonl(path))
+
+
+def _num(x: float | None) -> float:
+    """Return x, or NaN for a missing value."""
+    return math.nan if x is None else float(x)
+
+
+_STEP_SUMS = (  # summary key, StepReport field: summed over steps
+    ("samples_trained", "batch_total"),
+    ("host_seconds", "host_s"),
+    ("bytes_sent", "bytes_sent"),
+    ("floats_sent", "floats_sent"),
+    ("samples_arrived", "arrived"),
+    ("samples_dropped", "dropped"),
+    ("wait_time_s", "wait_s"),
+    ("compute_time_s", "compute_s"),
+    ("comm_time_s", "comm_s"),
+)
+
+
+class SummaryAccumulator:
+    """Fold step and eval records into summary.json's numbers in O(1) memory (no histories kept).
+
+    time_to_target_s / steps_to_target: the first evaluation whose metric (top1 or top5) reaches
+    the target. wait_time_s: the total over steps of the per-step max wait.
+    prequential_accuracy: the per-step prequential accuracy weighted by batch size.
+    """
+
+    def __init__(self, target_accuracy: float | None = None, metric: str = "top1") -> None:
+        if metric not in TARGET_METRICS:
+            allowed = ", ".join(TARGET_METRICS)
+            raise UserError(f"eval.metric must be one of {allowed}, got {metric!r}")
+        self.target_accuracy, self.metric = target_accuracy, metric
+        self.sums: dict[str, float] = {key: 0 for key, _ in _STEP_SUMS}
+        self.steps = self.compressed_steps = self.injected = self.evals = 0
+        self.buffer_peak = self.buffer_final = self.preq_samples = 0
+        self.sim_time_s = self.epoch = self.preq_correct = 0.0
+        self.final: tuple[float, float, float] | None = None  # top1, top5, loss of the last eval
+        self.best_top1: float | None = None
+        self.reached: tuple[float, int] | None = None  # (sim time, step) of the first hit
+
+    def update(self, step: StepReport, *, injected: int = 0) -> None:
+        """Add one step; injected counts the samples that data injection copied in this step."""
+        for key, attr in _STEP_SUMS:
+            self.sums[key] += getattr(step, attr)
+        self.steps += 1
+        self.compressed_steps += int(step.compressed)
+        self.injected += injected
+        self.buffer_peak = max(self.buffer_peak, step.buffer_total)
+        self.buffer_final = step.buffer_total
+        self.sim_time_s = max(self.sim_time_s, step.sim_time_s)
+        self.epoch = step.epoch
+        if step.batch_total > 0 and math.isfinite(step.prequential_acc):
+            self.preq_correct += step.prequential_acc * step.batch_total
+            self.preq_samples += step.batch_total
+
+    def update_eval(self, ev: EvalReport) -> None:
+        """Add one evaluation; the first to reach the target fixes the time to target."""
+        self.evals += 1
+        self.sim_time_s = max(self.sim_time_s, ev.sim_time_s)
+        self.final = (ev.top1, ev.top5, ev.loss)
+        if math.isfinite(ev.top1) and (self.best_top1 is None or ev.top1 > self.best_top1):
+            self.best_top1 = ev.top1
+        metric = ev.top1 if self.metric == "top1" else ev.top5
+        target = self.target_accuracy
+        if self.reached is None and target is not None and metric >= target:
+            self.reached = (ev.sim_time_s, ev.step)
+
+    def finish(self, *, policy: str, mode: str, **fields: Any) -> dict[str, Any]:
+        """Return summary.json's dict; fields add keys or replace computed ones."""
+        top1, top5, loss = self.final if self.final is not None else (None, None, None)
+        ttt, stt = self.reached if self.reached is not None else (None, None)
+        preq = self.preq_correct / self.preq_samples if self.preq_samples else None
+        out: dict[str, Any] = {
+            "policy": policy,
+            "mode": mode,
+            "steps": self.steps,
+            "sim_time_s": self.sim_time_s,
+            **self.sums,
+            "final_accuracy": top1,
+            "final_top5": top5,
+            "final_eval_loss": loss,
+            "best_accuracy": self.best_top1,
+            "target_accuracy": self.target_accuracy,
+            "target_metric": self.metric,
+            "time_to_target_s": ttt,
+            "steps_to_target": stt,
+            "compressed_fraction": self.compressed_steps / self.steps if self.steps else 0.0,
+            "buffer_peak_samples": self.buffer_peak,
+            "buffer_final_samples": self.buffer_final,
+            "samples_held": self.buffer_final,
+            "samples_injected": self.injected,
+            "prequential_accuracy": preq,
+            "epochs": self.epoch,
+            "evals": self.evals,
+        }
+        out.update(fields)
+        return out
+
+
+def comparison(
+    runs: dict[str, dict[str, Any]], baseline: str = "ddl", candidate: str = "scadles"
+) -> dict[str, Any]:
+    """Compare run summaries: speedup = baseline / candidate time to target, accuracy delta."""
+    base, cand = runs.get(baseline, {}), runs.get(candidate, {})
+    target = cand.get("target_accuracy", base.get("target_accuracy"))
+    b_ttt, c_ttt = base.get("time_to_target_s"), cand.get("time_to_target_s")
+    speedup = b_ttt / c_ttt if b_ttt is not None and c_ttt is not None and c_ttt > 0 else None
+    b_acc, c_acc = base.get("final_accuracy"), cand.get("final_accuracy")
+    delta = c_acc - b_acc if b_acc is not None and c_acc is not None else None
+    return {
+        "target_accuracy": target,
+        "baseline": baseline,
+        "candidate": candidate,
+        "runs": runs,
+        "speedup": speedup,
+        "accuracy_delta": delta,
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f} %"
+
+
+def _secs(x: float | None) -> str:
+    return "never" if x is None else f"{x:.1f}"
+
+
+def _bytes(x: float | None) -> str:
+    if x is None:
+        return "-"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(x) >= size:
+            return f"{x / size:.2f} {unit}"
+    return f"{x:.0f} B"
+
+
+HEADERS = (
+    "policy",
+    "time to target (s)",
+    "speedup",
+    "final top-1",
+    "final top-5",
+    "best top-1",
+    "buffer peak",
+    "bytes sent",
+    "wait time (s)",
+    "steps",
+)
+
+
+def _rows(comp: dict[str, Any]) -> list[list[str]]:
+    """Return one row of formatted cells per run; speedup is against the baseline's time."""
+    b_ttt = comp["runs"].get(comp.get("baseline", "ddl"), {}).get("time_to_target_s")
+    rows = []
+    for name, s in comp["runs"].items():
+        ttt = s.get("time_to_target_s")
+        sp = f"{b_ttt / ttt:.2f}x" if b_ttt is not None and ttt is not None and ttt > 0 else "-"
+        rows.append(
+            [
+                name,
+                _secs(ttt),
+                sp,
+                _pct(s.get("final_accuracy")),
+                _pct(s.get("final_top5")),
+                _pct(s.get("best_accuracy")),
+                f"{s.get('buffer_peak_samples', 0):,}",
+                _bytes(s.get("bytes_sent")),
+                f"{s.get('wait_time_s', 0.0):.1f}",
+                f"{s.get('steps', 0):,}",
+            ]
+        )
+    return rows
+
+
+def _verdict(comp: dict[str, Any]) -> str:
+    """Return the one-line speedup and accuracy delta of the candidate over the baseline."""
+    base, cand = comp.get("baseline", "ddl"), comp.get("candidate", "scadles")
+    sp, delta = comp.get("speedup"), comp.get("accuracy_delta")
+    sp_text = "n/a (a run did not reach the target)" if sp is None else f"{sp:.2f}x"
+    delta_text = "n/a" if delta is None else f"{100 * delta:+.2f} points"
+    return (
+        f"{cand} vs {base} at target {_pct(comp.get('target_accuracy'))}: "
+        f"speedup {sp_text}, final top-1 delta {delta_text}"
+    )
+
+
+def comparison_markdown(comp: dict[str, Any]) -> str:
+    """Return the comparison as a markdown table followed by the speedup line."""
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + " --- |" * len(HEADERS)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(comp)]
+    return "\n".join([*lines, "", f"**{_verdict(comp)}**", ""])
+
+
+def comparison_table_rich(comp: dict[str, Any]) -> Table:
+    """Return the comparison as a rich table for the terminal, the speedup line as its caption."""
+    table = Table(title="scadles comparison", caption=_verdict(comp))
+    for i, h in enumerate(HEADERS):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for row in _rows(comp):
+        table.add_row(*row)
+    return table

@@ -1,0 +1,79 @@
+"""Run one experiment to its budget: step, evaluate, stream records to disk, summarise."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from scadles import build
+from scadles.config import Config, config_to_dict
+from scadles.data.datasets import Dataset
+from scadles.report import JsonlWriter, SummaryAccumulator, write_json
+
+# progress(done, total, text): done/total in steps or simulated seconds
+Progress = Callable[[float, float, str], None]
+
+
+def _budget(cfg: Config) -> tuple[float, str]:
+    """Return the progress total and its unit."""
+    if cfg.train.steps is not None:
+        return float(cfg.train.steps), "steps"
+    assert cfg.train.max_time_s is not None
+    return float(cfg.train.max_time_s), "sim s"
+
+
+def run(
+    cfg: Config, out: Path, *, progress: Progress | None = None, data: Dataset | None = None
+) -> dict[str, Any]:
+    """Train under cfg, writing config.json, steps.jsonl, evals.jsonl, summary.json into out."""
+    host0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", config_to_dict(cfg))
+    eng = build.engine(cfg, data)
+    t = cfg.train
+    total, unit = _budget(cfg)
+    acc = SummaryAccumulator(target_accuracy=cfg.eval.target_accuracy, metric=cfg.eval.metric)
+    every = cfg.eval.every
+    with JsonlWriter(out / "steps.jsonl") as steps, JsonlWriter(out / "evals.jsonl") as evals:
+        first = eng.evaluate()
+        evals.write(first)
+        acc.update_eval(first)
+        last_eval = 0
+        while True:
+            c = eng.counters
+            if t.steps is not None and c.step >= t.steps:
+                break
+            if t.max_time_s is not None and c.t >= t.max_time_s:
+                break
+            rep = eng.step()
+            steps.write(rep)
+            acc.update(rep)
+            if rep.step % every == 0:
+                ev = eng.evaluate()
+                evals.write(ev)
+                acc.update_eval(ev)
+                last_eval = rep.step
+            if progress is not None:
+                done = rep.step if unit == "steps" else rep.sim_time_s
+                progress(min(done, total), total, f"{cfg.policy.name} step {rep.step}")
+        if eng.counters.step != last_eval:
+            ev = eng.evaluate()
+            evals.write(ev)
+            acc.update_eval(ev)
+    buf = eng.buffer
+    summary = acc.finish(
+        policy=cfg.policy.name,
+        mode=cfg.run.mode,
+        host_seconds=time.perf_counter() - host0,
+        buffer_policy=build.buffer_policy(cfg),
+        devices=cfg.devices.count,
+        samples_arrived=int(buf.hi.sum()),
+        samples_dropped=int(buf.dropped.sum()),
+        samples_held=int(buf.held.sum()),
+        samples_trained=int(buf.trained.sum()),
+        samples_injected=0,
+    )
+    write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,137 @@
+"""Engine oracles: union gradient == weighted mean, one device == plain SGD, policies coincide."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from scadles import clock
+from scadles.aggregate import sample_weights, weighted_mean
+from scadles.data.buffer import StreamBuffer
+from scadles.data.datasets import Dataset
+from scadles.data.rates import RateSchedule
+from scadles.data.streams import Arrivals, ReplayOrder
+from scadles.engine import Engine, Schedule
+from scadles.models import Segments, build_model
+from scadles.policies import BatchRule
+
+
+def tiny_data(n: int = 240, seed: int = 0) -> Dataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 1] > 0).long()
+    return Dataset("tiny", x, y, x[:40], y[:40], 4, 24)
+
+
+def make_engine(
+    rates: list[float], policy: str, buffer: str = "persistence", k_parts: int | None = None
+) -> Engine:
+    data = tiny_data()
+    k = len(rates)
+    parts = list(torch.arange(len(data.y_train)).chunk(k_parts or k))
+    model = build_model("mlp", (6,), 4, width=8, gen=torch.Generator().manual_seed(1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    sched = RateSchedule.constant(torch.tensor(rates, dtype=torch.float64))
+    return Engine(
+        model=model,
+        optimizer=opt,
+        data=data,
+        replay=ReplayOrder(parts, seed=3),
+        arrivals=Arrivals.start(sched, "deterministic", torch.Generator().manual_seed(0)),
+        buffer=StreamBuffer.empty(k, buffer, None),
+        rule=BatchRule(policy, 16, 2, 1024, 1.0, policy == "scadles"),
+        profiles=clock.make_profiles("uniform", k),
+        comm_params=1000.0,
+        schedule=Schedule(0.05, (), 0.2),
+        gen=torch.Generator().manual_seed(2),
+    )
+
+
+def test_union_gradient_equals_weighted_mean_of_device_gradients() -> None:
+    torch.manual_seed(0)
+    model = build_model("mlp", (6,), 4, width=8, gen=torch.Generator().manual_seed(1)).double()
+    data = tiny_data()
+    b = torch.tensor([5, 17, 1, 9])
+    seg = torch.repeat_interleave(torch.arange(4), b)
+    x, y = data.x_train[: len(seg)].double(), data.y_train[: len(seg)]
+    params = list(model.parameters())
+
+    def flat_grad(loss: torch.Tensor) -> torch.Tensor:
+        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
+
+    per_dev = []
+    start = 0
+    for n in b.tolist():  # the oracle: one device at a time, mean loss
+        xi, yi = x[start : start + n], y[start : start + n]
+        segi = Segments(torch.zeros(n, dtype=torch.long), 1, None)
+        per_dev.append(flat_grad(F.cross_entropy(model(xi, segi), yi)))
+        start += n
+    w = b.double() / b.sum()
+    expected = weighted_mean(torch.stack(per_dev), w)
+    pw = sample_weights(seg, b, w)
+    union = (F.cross_entropy(model(x, Segments(seg, 4, None)), y, reduction="none") * pw).sum()
+    assert torch.allclose(flat_grad(union), expected, atol=1e-6, rtol=0)
+
+
+def test_one_device_fixed_batches_equals_plain_sgd() -> None:
+    eng = make_engine([16.0], "ddl")
+    reference = copy.deepcopy(eng.model)
+    opt = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    seen: list[torch.Tensor] = []
+    original = eng.replay.indices
+
+    def record(start: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, dev = original(start, n)
+        seen.append(idx)
+        return idx, dev
+
+    eng.replay.indices = record  # type: ignore[method-assign]
+    for _ in range(6):
+        eng.step()
+    for idx in seen:
+        assert len(idx) == 16
+        opt.zero_grad()
+        F.cross_entropy(reference(eng.data.x_train[idx], None), eng.data.y_train[idx]).backward()
+        opt.step()
+    for p, q in zip(eng.model.parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_policies_coincide_when_every_rate_equals_the_fixed_batch() -> None:
+    a = make_engine([16.0, 16.0, 16.0], "scadles")
+    b = make_engine([16.0, 16.0, 16.0], "ddl")
+    for _ in range(5):
+        ra, rb = a.step(), b.step()
+        assert ra.batch_sizes == rb.batch_sizes == [16, 16, 16]
+        assert ra.sim_time_s == rb.sim_time_s
+        assert ra.lr == rb.lr
+    for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_ddl_waits_for_the_slowest_stream_and_scadles_does_not() -> None:
+    ddl = make_engine([4.0, 64.0], "ddl")
+    sca = make_engine([4.0, 64.0], "scadles", buffer="truncation")
+    for _ in range(3):
+        rd, rs = ddl.step(), sca.step()
+    assert rd.wait_s >= 16 / 4.0 - 2.0  # the 4/s device needs ~4 s per 16-sample batch
+    assert rs.batch_sizes == [4, 64]
+    assert rs.sim_time_s < rd.sim_time_s
+
+
+def test_accounting_identity_after_steps() -> None:
+    eng = make_engine([5.0, 30.0, 70.0], "scadles", buffer="truncation")
+    for _ in range(10):
+        eng.step()
+    buf = eng.buffer
+    assert torch.equal(eng.arrivals.total, buf.trained + buf.dropped + buf.held)
+    assert int(buf.trained.sum()) == eng.counters.samples_trained
+
+
+def test_evaluate_reports_fractions() -> None:
+    eng = make_engine([16.0, 16.0], "ddl")
+    ev = eng.evaluate()
+    assert 0.0 <= ev.top1 <= ev.top5 <= 1.0
+    assert ev.loss > 0
