@@ -1,0 +1,108 @@
+"""The command-line contract: files written, summary keys, exit statuses, determinism."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scadles.cli import main
+
+FAST = [
+    "--set", "data.name=synthetic",
+    "--set", "data.n_train=2000",
+    "--set", "data.n_test=500",
+    "--set", "model.name=mlp",
+    "--set", "devices.count=4",
+    "--set", "train.steps=12",
+    "--set", "eval.every=4",
+    "--set", "eval.target_accuracy=0.3",
+]  # fmt: skip
+SUMMARY_KEYS = {
+    "policy", "mode", "steps", "samples_trained", "sim_time_s", "host_seconds", "final_accuracy",
+    "final_top5", "best_accuracy", "target_accuracy", "time_to_target_s", "steps_to_target",
+    "bytes_sent", "floats_sent", "compressed_fraction", "buffer_peak_samples",
+    "buffer_final_samples", "samples_arrived", "samples_dropped", "samples_injected",
+    "wait_time_s",
+}  # fmt: skip
+
+
+def read_jsonl(p: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in p.read_text().splitlines()]
+
+
+def test_run_writes_the_contract_files(tmp_path: Path) -> None:
+    assert main(["run", *FAST, "--out", str(tmp_path), "--quiet"]) == 0
+    for name in ("config.json", "steps.jsonl", "evals.jsonl", "summary.json"):
+        assert (tmp_path / name).is_file()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary["steps"] == 12 and len(read_jsonl(tmp_path / "steps.jsonl")) == 12
+    assert 0.0 <= summary["final_accuracy"] <= 1.0
+    a = summary
+    assert a["samples_arrived"] == a["samples_trained"] + a["samples_dropped"] + a["samples_held"]
+    evals = read_jsonl(tmp_path / "evals.jsonl")
+    assert [e["step"] for e in evals] == [0, 4, 8, 12]
+
+
+def test_same_seed_gives_identical_records(tmp_path: Path) -> None:
+    for d in ("a", "b"):
+        assert main(["run", *FAST, "--out", str(tmp_path / d), "--quiet"]) == 0
+
+    def strip(rows: list[dict]) -> list[dict]:  # type: ignore[type-arg]
+        return [{k: v for k, v in r.items() if k != "host_s"} for r in rows]
+
+    a, b = (read_jsonl(tmp_path / d / "steps.jsonl") for d in ("a", "b"))
+    assert strip(a) == strip(b)
+    assert read_jsonl(tmp_path / "a" / "evals.jsonl") == read_jsonl(tmp_path / "b" / "evals.jsonl")
+
+
+def test_compare_writes_comparison_and_plots(tmp_path: Path) -> None:
+    assert main(["compare", *FAST, "--out", str(tmp_path), "--quiet"]) == 0
+    comp = json.loads((tmp_path / "comparison.json").read_text())
+    assert {"target_accuracy", "runs", "speedup", "accuracy_delta"} <= comp.keys()
+    assert set(comp["runs"]) == {"scadles", "ddl"}
+    assert (tmp_path / "comparison.md").read_text().count("|") > 10
+    for png in ("accuracy_vs_time.png", "buffer.png", "bytes_sent.png", "batch_sizes.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+    assert (tmp_path / "ddl" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--set", "streams.rates=[1, 2]"], "streams.rates"),
+        (["--set", "streams.rate=3"], "did you mean 'streams.rates'"),
+        (["--set", "model.name=vgg99"], "model.name"),
+        (["--set", "eval.target_accuracy=1.5"], "eval.target_accuracy"),
+        (["--set", "data.name=npz", "--set", "data.path=/nonexistent.npz"], "data.path"),
+        (["--set", "streams.rates=[0, 1, 2, 3]", "--set", "devices.count=4"], "streams.rates"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    args: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", *args, "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_bad_policy_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", *FAST, "--policies", "scadles,foo", "--out", str(tmp_path)]) == 2
+    assert "--policies" in capsys.readouterr().err
+
+
+def test_process_exit_status_and_config_command(tmp_path: Path) -> None:
+    exe = [sys.executable, "-m", "scadles.cli"]
+    bad = subprocess.run(
+        [*exe, "run", "--set", "train.lr=-1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "train.lr" in bad.stderr
+    ok = subprocess.run([*exe, "config", "--json"], capture_output=True, text=True)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["policy"]["name"] == "scadles"
