@@ -39,7 +39,7 @@ def test_run_writes_the_contract_files(tmp_path: Path) -> None:
     for name in ("config.json", "steps.jsonl", "evals.jsonl", "summary.json"):
         assert (tmp_path / name).is_file()
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert SUMMARY_KEYS <= summary.keys()
+    assert summary.keys() >= SUMMARY_KEYS
     assert summary["steps"] == 12 and len(read_jsonl(tmp_path / "steps.jsonl")) == 12
     assert 0.0 <= summary["final_accuracy"] <= 1.0
     a = summary

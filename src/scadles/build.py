@@ -8,6 +8,9 @@ import zlib
 import torch
 
 from scadles import clock
+from scadles.compress import ErrorFeedback, Identity, make_compressor
+from scadles.compress.base import Compressor
+from scadles.compress.switch import AccordionSwitch, CodeSwitch, Fixed, ScadlesSwitch, Switch
 from scadles.config import Config
 from scadles.data.buffer import StreamBuffer
 from scadles.data.datasets import Dataset, load_dataset
@@ -16,6 +19,8 @@ from scadles.data.rates import RateSchedule, distribution_rates, preset_rates, r
 from scadles.data.streams import Arrivals, ReplayOrder
 from scadles.engine import Engine, Schedule
 from scadles.errors import UserError
+from scadles.exchange import Exchange
+from scadles.grads import PerDeviceGrads, layer_shapes, layer_sizes
 from scadles.models import build_model, param_count
 from scadles.policies import DEFAULT_BUFFER, BatchRule
 
@@ -59,6 +64,49 @@ def batch_rule(cfg: Config) -> BatchRule:
 def buffer_policy(cfg: Config) -> str:
     """Return the buffer policy: configured, or the policy's default."""
     return cfg.buffer.policy or DEFAULT_BUFFER[cfg.policy.name]
+
+
+def compressor_name(cfg: Config) -> str:
+    """Return the compressor: configured, or the policy's default (scadles: topk, ddl: none)."""
+    name = cfg.compress.name or ("topk" if cfg.policy.name == "scadles" else "none")
+    return "topk_layer" if name == "topk" and cfg.compress.per_layer else name
+
+
+def switch_name(cfg: Config) -> str:
+    """Return the compression switch: configured, or the policy's default."""
+    return cfg.compress.policy or ("scadles" if cfg.policy.name == "scadles" else "fixed")
+
+
+def exchange(cfg: Config, model: torch.nn.Module, k: int, scale: float) -> Exchange | None:
+    """Return the compressed gradient exchange, or None for plain dense SGD."""
+    c = cfg.compress
+    name = compressor_name(cfg)
+    if name in ("none", "identity"):
+        return None
+    sizes, shapes = layer_sizes(model), layer_shapes(model)
+    per_layer = sizes if c.per_layer else None
+
+    def make(ratio: float) -> Compressor:
+        return make_compressor(
+            name, ratio=ratio, layers=sizes, shapes=shapes, rank=c.rank, levels=c.levels
+        )
+
+    kind = switch_name(cfg)
+    switch: Switch
+    if kind == "fixed":
+        levels, switch = [make(c.ratio)], Fixed(0)
+    elif kind == "scadles":
+        levels = [Identity(), make(c.ratio)]
+        switch = ScadlesSwitch(c.delta, c.ewma, c.ratio, per_layer)
+    elif kind == "code":
+        levels, switch = [Identity(), make(c.ratio)], CodeSwitch(c.delta, c.ratio, layers=sizes)
+    else:
+        critical = Identity() if c.critical_ratio >= 1.0 else make(c.critical_ratio)
+        levels, switch = [critical, make(c.ratio)], AccordionSwitch(c.eta, low=0, high=1)
+    p = sum(sizes)
+    memory = ErrorFeedback.zeros(k, p, enabled=c.error_feedback)
+    log.info("compression: %s at ratio %g, switch %s", name, c.ratio, kind)
+    return Exchange(PerDeviceGrads(model), levels, switch, memory, scale)
 
 
 def dataset(cfg: Config) -> Dataset:
@@ -128,4 +176,6 @@ def engine(cfg: Config, data: Dataset | None = None) -> Engine:
         schedule=Schedule(t.lr, tuple(t.milestones), t.gamma),
         gen=generator(seed, "streams"),
         eval_batch=cfg.eval.batch_size,
+        exchange=exchange(cfg, model, k, comm_params / max(real, 1)),
+        compress_gen=generator(seed, "compress"),
     )

@@ -18,6 +18,7 @@ from scadles.config_schema import (
     BufferConfig,
     Check,
     ClockConfig,
+    CompressConfig,
     Config,
     DataConfig,
     DevicesConfig,
@@ -69,6 +70,10 @@ __all__ = [
 ]
 
 INT_POS = integer(1)
+COMPRESSOR_NAMES = (
+    "none", "identity", "topk", "topk_layer", "randk", "fp16", "bf16", "qsgd", "powersgd",
+)  # fmt: skip
+SWITCH_NAMES = ("fixed", "scadles", "code", "accordion")
 
 # Every section's keys and their checks; the dataclass fields give the defaults.
 SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
@@ -133,6 +138,19 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "overhead_s": optional(NONNEGATIVE),
         "bandwidth_bps": optional(POSITIVE),
         "latency_s": optional(NONNEGATIVE),
+    }),
+    "compress": (CompressConfig, {
+        "name": optional(choice("compressor", COMPRESSOR_NAMES)),
+        "ratio": number(0.0, 1.0, lo_open=True),
+        "delta": NONNEGATIVE,
+        "ewma": number(0.0, 1.0, hi_open=True),
+        "policy": optional(choice("compression switch", SWITCH_NAMES)),
+        "error_feedback": boolean,
+        "per_layer": boolean,
+        "rank": INT_POS,
+        "levels": INT_POS,
+        "eta": POSITIVE,
+        "critical_ratio": number(0.0, 1.0, lo_open=True),
     }),
     "run": (RunConfig, {
         "mode": choice("mode", ("sim", "dist")),

@@ -147,6 +147,23 @@ class ClockConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CompressConfig:
+    """`[compress]`: gradient compression, error feedback and the switch that turns it on."""
+
+    name: str | None = None  # None: by policy (scadles -> topk, ddl -> none)
+    ratio: float = 0.1
+    delta: float = 0.3
+    ewma: float = 0.9
+    policy: str | None = None  # switch; None: by policy (scadles -> scadles, ddl -> fixed)
+    error_feedback: bool = True
+    per_layer: bool = False
+    rank: int = 1
+    levels: int = 256
+    eta: float = 0.5
+    critical_ratio: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class RunConfig:
     """`[run]`: simulated or real distributed mode; progress display."""
 
@@ -167,6 +184,7 @@ class Config:
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     clock: ClockConfig = ClockConfig()
+    compress: CompressConfig = CompressConfig()
     run: RunConfig = RunConfig()
 
 

@@ -24,6 +24,7 @@ from scadles.aggregate import sample_weights
 from scadles.data.buffer import StreamBuffer
 from scadles.data.datasets import Dataset
 from scadles.data.streams import Arrivals, ReplayOrder
+from scadles.exchange import Exchange
 from scadles.models import Segments
 from scadles.policies import BatchRule, lr_schedule
 from scadles.report import EvalReport, StepReport
@@ -65,6 +66,8 @@ class Engine:
         schedule: Schedule,
         gen: torch.Generator,
         eval_batch: int = 2048,
+        exchange: Exchange | None = None,
+        compress_gen: torch.Generator | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -78,6 +81,8 @@ class Engine:
         self.schedule = schedule
         self.gen = gen
         self.eval_batch = eval_batch
+        self.exchange = exchange
+        self.compress_gen = compress_gen if compress_gen is not None else torch.Generator()
         self.k = arrivals.schedule.count
         self.counters = Counters()
         self._last_lr = schedule.lr
@@ -101,10 +106,34 @@ class Engine:
         start, b = self.buffer.take(need)
         idx, seg = self.replay.indices(start, b)  # (N,), (N,)
 
-        loss, correct = self._train(idx, seg, b)
+        x = self.data.x_train[idx]  # (N, *shape)
+        y = self.data.y_train[idx]  # (N,)
+        weights = self.rule.device_weights(b)  # (K,)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.exchange is None:  # dense: the union batch in one forward/backward
+            loss, correct = self._union_backward(x, y, seg, b, weights)
+            nbytes = torch.full((self.k,), 4.0 * self.comm_params, dtype=torch.float64)
+            floats, collective, compressed = self.comm_params, "allreduce", False
+        else:
+            ex = self.exchange(x, y, seg, b, weights, int(self.epoch), self.compress_gen)
+            self.exchange.grads.write_grad(self.model, ex.update)
+            loss, correct = ex.loss, ex.correct
+            nbytes, floats, collective, compressed = (
+                ex.nbytes,
+                ex.floats,
+                ex.collective,
+                ex.compressed,
+            )
+        self._apply(b)
 
         compute = clock.compute_time(self.profiles, b)  # (K,)
-        comm = clock.allreduce_time(self.profiles, self.comm_params * 4.0)
+        if collective == "allreduce":
+            comm = clock.allreduce_time(self.profiles, float(nbytes.max()))
+            on_wire = 2.0 * (self.k - 1) / self.k * float(nbytes.sum())
+        else:
+            comm = clock.allgather_time(self.profiles, nbytes)
+            on_wire = (self.k - 1) * float(nbytes.sum())
         step_s = clock.step_time(wait, compute, comm)
         c.t = t0 + step_s
         arrived = self.arrivals.advance(c.t, self.gen)
@@ -130,31 +159,32 @@ class Engine:
             buffer_sizes=held.tolist(),
             arrived=int((arrived + short).sum()),
             dropped=int(dropped.sum()),
-            bytes_sent=2.0 * (self.k - 1) * self.comm_params * 4.0,
-            floats_sent=self.comm_params,
-            compressed=False,
+            bytes_sent=on_wire,
+            floats_sent=floats,
+            compressed=compressed,
             epoch=self.epoch,
             host_s=time.perf_counter() - host0,
         )
 
-    def _train(self, idx: torch.Tensor, seg: torch.Tensor, b: torch.Tensor) -> tuple[float, int]:
-        """Apply one weighted-mean gradient step on the packed batch; return (loss, #correct)."""
-        x = self.data.x_train[idx]  # (N, *shape)
-        y = self.data.y_train[idx]  # (N,)
-        pw = sample_weights(seg, b, self.rule.device_weights(b)).float()  # (N,)
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
+    def _union_backward(
+        self, x: torch.Tensor, y: torch.Tensor, seg: torch.Tensor, b: torch.Tensor, w: torch.Tensor
+    ) -> tuple[float, int]:
+        """Backpropagate the weighted union-batch loss; return (loss, #correct before update)."""
+        pw = sample_weights(seg, b, w).float()  # (N,)
         logits = self.model(x, Segments(seg, self.k, None))  # (N, C)
         loss = (F.cross_entropy(logits, y, reduction="none") * pw).sum()
         loss.backward()  # type: ignore[no-untyped-call]
+        correct = int((logits.detach().argmax(dim=1) == y).sum())
+        return float(loss.detach()), correct
+
+    def _apply(self, b: torch.Tensor) -> None:
+        """Step the optimizer at the scheduled, batch-scaled learning rate (paper Eq. 4c)."""
         sched = self.schedule
         self._last_lr = lr_schedule(sched.lr, sched.milestones, sched.gamma, self.epoch)
         self._last_lr *= self.rule.lr_factor(b)
         for group in self.optimizer.param_groups:
             group["lr"] = self._last_lr
         self.optimizer.step()
-        correct = int((logits.detach().argmax(dim=1) == y).sum())
-        return float(loss.detach()), correct
 
     @torch.no_grad()
     def evaluate(self) -> EvalReport:

@@ -61,7 +61,8 @@ class SegmentBatchNorm(nn.Module):
     In train mode the mean and biased variance used for normalising come from each segment's valid
     rows (and all spatial positions), all segments at once. The running statistics are updated with
     momentum 0.1 from the row-count-weighted average over non-empty devices of the per-device mean
-    and unbiased variance, the equivalent of averaging each device's BatchNorm buffers. Set
+    and unbiased variance, the equivalent of averaging each device's BatchNorm buffers (a device
+    with one value per channel has no unbiased variance and only updates the mean). Set
     `update_stats = False` (or use `no_running_stats(model)`) to skip that side effect, which
     `torch.func.vmap` forbids; eval mode normalises with the running statistics.
     """

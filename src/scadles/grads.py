@@ -1,0 +1,196 @@
+"""Per-device mean-loss gradients for K devices at once (torch.func vmap over a padded layout).
+
+The packed batch (device 0's rows, then device 1's, ...) is padded to (K, B, ...) with a row mask;
+`vmap(grad(loss))` runs each device's forward/backward as one batched computation. Each device's
+model call sees `Segments.single(mask_row)`, so per-device BatchNorm normalises with that device's
+valid rows only. Running statistics cannot be updated under vmap; they are updated once afterwards
+by one no-grad forward of the packed batch with the real device ids (the same update the dense
+union-batch step makes). Models that vmap cannot run fall back to a loop over devices.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from scadles.models import SegmentBatchNorm, Segments, no_running_stats
+
+log = logging.getLogger(__name__)
+
+
+def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Return the (name, parameter) pairs that take gradients, in parameter order."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def flat_grad_size(model: nn.Module) -> int:
+    """Return P, the length of a flattened gradient of model."""
+    return sum(p.numel() for _, p in _trainable(model))
+
+
+def layer_sizes(model: nn.Module) -> tuple[int, ...]:
+    """Return the element count of each trainable parameter tensor, in parameter order."""
+    return tuple(p.numel() for _, p in _trainable(model))
+
+
+def layer_shapes(model: nn.Module) -> tuple[tuple[int, ...], ...]:
+    """Return the shape of each trainable parameter tensor, in parameter order."""
+    return tuple(tuple(p.shape) for _, p in _trainable(model))
+
+
+def _offsets(b: Tensor, seg: Tensor) -> Tensor:
+    """Return each packed row's position within its device's block (rows are device-major)."""
+    starts = torch.cumsum(b, 0) - b  # (K,) first packed row of each device
+    return torch.arange(seg.numel(), device=seg.device) - starts[seg]  # (N,)
+
+
+def pad(x: Tensor, y: Tensor, b: Tensor, seg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Scatter packed device-major rows (N, ...) into a padded (K, B, ...) layout with a mask.
+
+    B = max b_i; padding rows are zeros (label 0) and have mask 0. The mask has x's float dtype
+    (float32 for integer inputs).
+    """
+    b = b.to(device=seg.device, dtype=torch.long)
+    k = int(b.numel())
+    width = int(b.max()) if k else 0
+    off = _offsets(b, seg)  # (N,)
+    xp = x.new_zeros((k, width, *x.shape[1:]))  # (K, B, *s)
+    xp[seg, off] = x
+    yp = y.new_zeros((k, width))  # (K, B)
+    yp[seg, off] = y
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    mask = (torch.arange(width, device=b.device)[None, :] < b[:, None]).to(dtype)  # (K, B)
+    return xp, yp, mask
+
+
+class DeviceGrads(NamedTuple):
+    """Per-device results of one step (a tuple: `g, loss, logits = grads(...)`)."""
+
+    grads: Tensor  # (K, P) mean-loss gradient of each device, zero for empty devices
+    loss: Tensor  # (K,) mean loss of each device, zero for empty devices
+    logits: Tensor  # (N, C) logits of every packed row, for prequential accuracy
+
+
+class PerDeviceGrads:
+    """Compute per-device mean-loss gradients g_i flattened in parameter order.
+
+    The strategy (vmap, or a loop over devices when vmap cannot run the model) is decided on the
+    first call and kept, or forced by `mode`; the fallback is logged once at INFO with the reason.
+    The parameter and buffer dicts are detached views built once, so in-place optimizer updates
+    are seen without rebuilding them; rebuild the object after replacing parameter tensors (e.g.
+    `model.to`). Gradients have the parameters' dtype.
+    """
+
+    def __init__(self, model: nn.Module, mode: str = "auto") -> None:
+        if mode not in ("auto", "vmap", "loop"):
+            raise ValueError(f"mode must be auto, vmap or loop, got {mode!r}")
+        self.model = model
+        named = _trainable(model)
+        self.names = tuple(n for n, _ in named)
+        self.params = {n: p.detach() for n, p in named}
+        self.sizes = tuple(p.numel() for _, p in named)
+        self.size = sum(self.sizes)
+        frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+        self.buffers = {**dict(model.named_buffers()), **frozen}
+        self.has_bn = any(isinstance(m, SegmentBatchNorm) for m in model.modules())
+        self.mode: str | None = None if mode == "auto" else mode  # "vmap" or "loop" once decided
+        self._vmapped: Callable[..., Any] = vmap(
+            grad(self._device_loss, has_aux=True), in_dims=(None, 0, 0, 0)
+        )
+
+    def _device_loss(
+        self, params: dict[str, Tensor], x: Tensor, y: Tensor, mask: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Return one device's masked mean loss over its padded rows, with (loss, logits)."""
+        logits = functional_call(self.model, (params, self.buffers), (x, Segments.single(mask)))
+        ce = F.cross_entropy(logits, y, reduction="none")  # (B,)
+        loss = (ce * mask).sum() / mask.sum().clamp(min=1.0)
+        return loss, (loss.detach(), logits.detach())
+
+    def __call__(self, x: Tensor, y: Tensor, seg: Tensor, b: Tensor) -> DeviceGrads:
+        """Return per-device gradients (K, P), mean losses (K,) and packed logits (N, C)."""
+        b = b.to(device=seg.device, dtype=torch.long)
+        if self.mode is None:
+            try:
+                out = self._run_vmap(x, y, seg, b)
+                self.mode = "vmap"
+            except (RuntimeError, NotImplementedError, TypeError, ValueError) as err:
+                log.info("per-device gradients: vmap failed (%s); looping over devices", err)
+                self.mode = "loop"
+                out = self._run_loop(x, y, seg, b)
+        elif self.mode == "vmap":
+            out = self._run_vmap(x, y, seg, b)
+        else:
+            out = self._run_loop(x, y, seg, b)
+        self._update_running_stats(x, seg, int(b.numel()))
+        return out
+
+    def _run_vmap(self, x: Tensor, y: Tensor, seg: Tensor, b: Tensor) -> DeviceGrads:
+        """Run every device's forward/backward as one vmapped computation."""
+        xp, yp, mask = pad(x, y, b, seg)  # (K, B, *s), (K, B), (K, B)
+        with no_running_stats(self.model):
+            g, (loss, logits) = self._vmapped(self.params, xp, yp, mask)
+        flat = self._flatten(g, int(b.numel()))  # (K, P)
+        empty = b == 0  # (K,) exact zeros already (mask 0); cleared in case of 0 * inf
+        if bool(empty.any()):
+            flat[empty] = 0.0
+            loss = loss.masked_fill(empty, 0.0)
+        packed = logits[seg, _offsets(b, seg)]  # (N, C)
+        return DeviceGrads(flat, loss, packed)
+
+    def _flatten(self, g: dict[str, Tensor], k: int) -> Tensor:
+        """Copy per-parameter gradients (K, *shape) into one (K, P) matrix in parameter order."""
+        first = g[self.names[0]]
+        flat = first.new_empty((k, self.size))  # (K, P)
+        start = 0
+        for name, n in zip(self.names, self.sizes, strict=True):
+            flat[:, start : start + n].view(g[name].shape).copy_(g[name])
+            start += n
+        return flat
+
+    def _run_loop(self, x: Tensor, y: Tensor, seg: Tensor, b: Tensor) -> DeviceGrads:
+        """Run one forward/backward per device (fallback for models vmap cannot run)."""
+        params = [p for n, p in self.model.named_parameters() if p.requires_grad]
+        k, width = int(b.numel()), sum(p.numel() for p in params)
+        dtype = params[0].dtype if params else torch.float32
+        flat = torch.zeros(k, width, dtype=dtype, device=x.device)  # (K, P)
+        losses = torch.zeros(k, dtype=dtype, device=x.device)  # (K,)
+        chunks: list[Tensor] = []
+        sizes = b.tolist()
+        rows = zip(torch.split(x, sizes), torch.split(y, sizes), strict=True)
+        with no_running_stats(self.model):
+            for i, (xi, yi) in enumerate(rows):
+                if len(yi) == 0:
+                    continue
+                seg_i = Segments(torch.zeros(len(yi), dtype=torch.long, device=x.device), 1)
+                logits = self.model(xi, seg_i)  # (b_i, C)
+                loss = F.cross_entropy(logits, yi)
+                gs = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+                flat[i] = torch.cat([g.reshape(-1) for g in gs])
+                losses[i] = loss.detach()
+                chunks.append(logits.detach())
+        c = int(getattr(self.model, "num_classes", 0))
+        logits_all = torch.cat(chunks) if chunks else x.new_zeros((0, c))
+        return DeviceGrads(flat, losses, logits_all)
+
+    @torch.no_grad()
+    def _update_running_stats(self, x: Tensor, seg: Tensor, k: int) -> None:
+        """Blend this batch into BatchNorm running stats once, as the dense union step would."""
+        if self.has_bn and self.model.training and seg.numel() > 0:
+            self.model(x, Segments(seg, k, None))
+
+    def write_grad(self, model: nn.Module, flat: Tensor) -> None:
+        """Set p.grad of model's trainable parameters from a flat vector (P,) in parameter order."""
+        params = [p for _, p in _trainable(model)]
+        for p, chunk in zip(params, torch.split(flat, [p.numel() for p in params]), strict=True):
+            value = chunk.reshape(p.shape).to(p.dtype)
+            if p.grad is None:
+                p.grad = value.clone()
+            else:
+                p.grad.copy_(value)
