@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -22,6 +23,8 @@ from torch.func import functional_call, grad, vmap
 from scadles.models import SegmentBatchNorm, Segments, no_running_stats
 
 log = logging.getLogger(__name__)
+
+Pad = tuple[Tensor, Tensor, Tensor]  # padded x (K, B, *s), y (K, B), row mask (K, B)
 
 
 def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -50,23 +53,53 @@ def _offsets(b: Tensor, seg: Tensor) -> Tensor:
     return torch.arange(seg.numel(), device=seg.device) - starts[seg]  # (N,)
 
 
-def pad(x: Tensor, y: Tensor, b: Tensor, seg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _scatter(x: Tensor, y: Tensor, at: tuple[Tensor, Tensor], lengths: Tensor, width: int) -> Pad:
+    """Place rows x (n, *s), y (n,) at (slot, offset) of a zero (len(lengths), width) layout."""
+    xp = x.new_zeros((lengths.numel(), width, *x.shape[1:]))  # (K, B, *s)
+    xp[at] = x
+    yp = y.new_zeros((lengths.numel(), width))  # (K, B)
+    yp[at] = y
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    mask = (torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]).to(dtype)
+    return xp, yp, mask
+
+
+def pad(x: Tensor, y: Tensor, b: Tensor, seg: Tensor) -> Pad:
     """Scatter packed device-major rows (N, ...) into a padded (K, B, ...) layout with a mask.
 
     B = max b_i; padding rows are zeros (label 0) and have mask 0. The mask has x's float dtype
     (float32 for integer inputs).
     """
     b = b.to(device=seg.device, dtype=torch.long)
-    k = int(b.numel())
-    width = int(b.max()) if k else 0
-    off = _offsets(b, seg)  # (N,)
-    xp = x.new_zeros((k, width, *x.shape[1:]))  # (K, B, *s)
-    xp[seg, off] = x
-    yp = y.new_zeros((k, width))  # (K, B)
-    yp[seg, off] = y
-    dtype = x.dtype if x.is_floating_point() else torch.float32
-    mask = (torch.arange(width, device=b.device)[None, :] < b[:, None]).to(dtype)  # (K, B)
-    return xp, yp, mask
+    width = int(b.max()) if b.numel() else 0
+    return _scatter(x, y, (seg, _offsets(b, seg)), b, width)
+
+
+def plan_groups(b: Tensor, overhead: float) -> list[Tensor]:
+    """Split the non-empty devices into groups of similar batch size, one vmap call each.
+
+    Minimises the padded rows, sum over groups of (devices x largest batch), plus `overhead` rows
+    per group (what one more call costs) by dynamic programming over the distinct sizes. Returns
+    device-index tensors, largest batches first, each sorted by decreasing batch size.
+    """
+    order = torch.argsort(b, descending=True, stable=True)  # (K,)
+    order = order[b[order] > 0]
+    if order.numel() == 0:
+        return []
+    sizes, counts = torch.unique_consecutive(b[order], return_counts=True)
+    u = sizes.cpu().numpy().astype(np.float64)  # (m,) distinct sizes, decreasing
+    ends = np.concatenate([[0], np.cumsum(counts.cpu().numpy())])  # (m + 1,)
+    best = np.zeros(len(u) + 1)
+    start = np.zeros(len(u) + 1, dtype=np.int64)
+    for i in range(1, len(u) + 1):
+        cost = best[:i] + (ends[i] - ends[:i]) * u[:i] + overhead  # group = sizes j..i-1
+        start[i] = int(np.argmin(cost))
+        best[i] = cost[start[i]]
+    bounds, i = [], len(u)
+    while i > 0:
+        bounds.append((int(ends[start[i]]), int(ends[i])))
+        i = int(start[i])
+    return [order[lo:hi] for lo, hi in reversed(bounds)]
 
 
 class DeviceGrads(NamedTuple):
@@ -82,20 +115,24 @@ class PerDeviceGrads:
 
     The strategy (vmap, or a loop over devices when vmap cannot run the model) is decided on the
     first call and kept, or forced by `mode`; the fallback is logged once at INFO with the reason.
-    The parameter and buffer dicts are detached views built once, so in-place optimizer updates
-    are seen without rebuilding them; rebuild the object after replacing parameter tensors (e.g.
-    `model.to`). Gradients have the parameters' dtype.
+    Devices are padded in groups of similar batch size (`plan_groups`; `group_overhead` is what
+    one more vmap call is worth in padded rows), so uneven streams do not pay for the largest
+    batch on every device. The parameter and buffer dicts are detached views built once, so
+    in-place optimizer updates are seen; rebuild the object after replacing parameter tensors
+    (e.g. `model.to`). Gradients have the parameters' dtype.
     """
 
-    def __init__(self, model: nn.Module, mode: str = "auto") -> None:
+    def __init__(self, model: nn.Module, mode: str = "auto", group_overhead: float = 128.0) -> None:
         if mode not in ("auto", "vmap", "loop"):
             raise ValueError(f"mode must be auto, vmap or loop, got {mode!r}")
         self.model = model
+        self.group_overhead = group_overhead
         named = _trainable(model)
         self.names = tuple(n for n, _ in named)
         self.params = {n: p.detach() for n, p in named}
         self.sizes = tuple(p.numel() for _, p in named)
         self.size = sum(self.sizes)
+        self.dtype = named[0][1].dtype if named else torch.float32
         frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         self.buffers = {**dict(model.named_buffers()), **frozen}
         self.has_bn = any(isinstance(m, SegmentBatchNorm) for m in model.modules())
@@ -116,7 +153,9 @@ class PerDeviceGrads:
     def __call__(self, x: Tensor, y: Tensor, seg: Tensor, b: Tensor) -> DeviceGrads:
         """Return per-device gradients (K, P), mean losses (K,) and packed logits (N, C)."""
         b = b.to(device=seg.device, dtype=torch.long)
-        if self.mode is None:
+        if seg.numel() == 0:
+            out = self._empty(int(b.numel()), x)
+        elif self.mode is None:
             try:
                 out = self._run_vmap(x, y, seg, b)
                 self.mode = "vmap"
@@ -131,28 +170,46 @@ class PerDeviceGrads:
         self._update_running_stats(x, seg, int(b.numel()))
         return out
 
-    def _run_vmap(self, x: Tensor, y: Tensor, seg: Tensor, b: Tensor) -> DeviceGrads:
-        """Run every device's forward/backward as one vmapped computation."""
-        xp, yp, mask = pad(x, y, b, seg)  # (K, B, *s), (K, B), (K, B)
-        with no_running_stats(self.model):
-            g, (loss, logits) = self._vmapped(self.params, xp, yp, mask)
-        flat = self._flatten(g, int(b.numel()))  # (K, P)
-        empty = b == 0  # (K,) exact zeros already (mask 0); cleared in case of 0 * inf
-        if bool(empty.any()):
-            flat[empty] = 0.0
-            loss = loss.masked_fill(empty, 0.0)
-        packed = logits[seg, _offsets(b, seg)]  # (N, C)
-        return DeviceGrads(flat, loss, packed)
+    def _empty(self, k: int, x: Tensor) -> DeviceGrads:
+        """Return zero gradients and losses for K devices and no logits (an all-empty step)."""
+        c = int(getattr(self.model, "num_classes", 0))
+        zeros = torch.zeros(k, self.size, dtype=self.dtype, device=x.device)  # (K, P)
+        return DeviceGrads(zeros, zeros[:, 0].clone(), x.new_zeros((0, c)))
 
-    def _flatten(self, g: dict[str, Tensor], k: int) -> Tensor:
-        """Copy per-parameter gradients (K, *shape) into one (K, P) matrix in parameter order."""
-        first = g[self.names[0]]
-        flat = first.new_empty((k, self.size))  # (K, P)
+    def _run_vmap(self, x: Tensor, y: Tensor, seg: Tensor, b: Tensor) -> DeviceGrads:
+        """Run the devices' forward/backward passes as one vmapped call per size group."""
+        k, n = int(b.numel()), int(seg.numel())
+        groups = plan_groups(b, self.group_overhead)
+        slot = torch.zeros(k, dtype=torch.long, device=b.device)  # (K,) row within its group
+        member = torch.full((k,), -1, dtype=torch.long, device=b.device)  # (K,) group id
+        for i, devs in enumerate(groups):
+            slot[devs] = torch.arange(devs.numel(), device=b.device)
+            member[devs] = i
+        off, row_group = _offsets(b, seg), member[seg]  # (N,), (N,)
+        flat = torch.empty(k, self.size, dtype=self.dtype, device=x.device)  # (K, P)
+        flat[b == 0] = 0.0
+        loss = torch.zeros(k, dtype=self.dtype, device=x.device)  # (K,)
+        logits: Tensor | None = None
+        with no_running_stats(self.model):
+            for i, devs in enumerate(groups):
+                rows = torch.nonzero(row_group == i).squeeze(1)  # (n_g,)
+                at = (slot[seg[rows]], off[rows])
+                xg, yg, mask = _scatter(x[rows], y[rows], at, b[devs], int(b[devs[0]]))
+                g, (lg, out) = self._vmapped(self.params, xg, yg, mask)
+                self._write_rows(flat, devs, g)
+                loss[devs] = lg
+                if logits is None:
+                    logits = out.new_empty((n, out.shape[-1]))  # (N, C)
+                logits[rows] = out[at]
+        assert logits is not None  # seg is not empty, so some group ran
+        return DeviceGrads(flat, loss, logits)
+
+    def _write_rows(self, flat: Tensor, devs: Tensor, g: dict[str, Tensor]) -> None:
+        """Copy per-parameter gradients (K_g, *shape) into rows devs of flat (K, P)."""
         start = 0
         for name, n in zip(self.names, self.sizes, strict=True):
-            flat[:, start : start + n].view(g[name].shape).copy_(g[name])
+            flat[devs, start : start + n] = g[name].reshape(devs.numel(), n)
             start += n
-        return flat
 
     def _run_loop(self, x: Tensor, y: Tensor, seg: Tensor, b: Tensor) -> DeviceGrads:
         """Run one forward/backward per device (fallback for models vmap cannot run)."""
