@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scadles.grads import PerDeviceGrads, flat_grad_size, layer_shapes, layer_sizes, pad
+from scadles.grads import (
+    PerDeviceGrads,
+    flat_grad_size,
+    layer_shapes,
+    layer_sizes,
+    pad,
+    plan_groups,
+)
 from scadles.models import Segments, build_model, param_count
 
 LENGTHS = [3, 0, 5, 2, 4]  # uneven device batches, one empty device
@@ -71,6 +80,54 @@ def test_per_device_grads_equal_a_loop_over_devices(name: str, norm: str, mode: 
     assert not g[1].any()  # the empty device
     want_logits = torch.cat([model(xi, None) for xi in torch.split(x, LENGTHS) if len(xi)]).detach()
     torch.testing.assert_close(logits, want_logits, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_size_groups_give_the_same_gradients(norm: str) -> None:
+    # Arrange: overhead 0 puts every distinct batch size in its own vmapped call
+    model = _model("cnn1d", norm)
+    lengths = [3, 0, 7, 3, 1, 6, 0, 2]
+    x, y, seg, b = _batch("cnn1d", lengths)
+    want_g, want_loss = _loop_oracle(model, x, y, b)
+    # Act
+    g, loss, logits = PerDeviceGrads(model, group_overhead=0.0)(x, y, seg, b)
+    # Assert
+    assert len(plan_groups(b, 0.0)) == 5
+    torch.testing.assert_close(g, want_g, atol=1e-6, rtol=0)
+    torch.testing.assert_close(loss, want_loss, atol=1e-9, rtol=0)
+    want_logits = torch.cat([model(xi, None) for xi in torch.split(x, lengths) if len(xi)])
+    torch.testing.assert_close(logits, want_logits.detach(), atol=1e-9, rtol=0)
+
+
+def _padded_cost(groups: list[list[int]], overhead: float) -> float:
+    """Padded rows (devices x largest batch) plus the overhead per group."""
+    return sum(len(g) * max(g) + overhead for g in groups)
+
+
+@pytest.mark.parametrize("overhead", [0.0, 3.0, 10.0, 1e6])
+@pytest.mark.parametrize("seed", range(4))
+def test_plan_groups_is_optimal_among_contiguous_splits(overhead: float, seed: int) -> None:
+    # Arrange
+    gen = torch.Generator().manual_seed(seed)
+    b = torch.randint(0, 12, (7,), generator=gen)
+    sizes = sorted((int(v) for v in b if v > 0), reverse=True)
+    best = math.inf
+    for cuts in itertools.product([False, True], repeat=max(len(sizes) - 1, 0)):
+        groups, cur = [], [sizes[0]] if sizes else []
+        for size, cut in zip(sizes[1:], cuts, strict=True):
+            if cut:
+                groups.append(cur)
+                cur = []
+            cur.append(size)
+        best = min(best, _padded_cost([*groups, cur] if cur else groups, overhead))
+    # Act
+    got = plan_groups(b, overhead)
+    # Assert
+    devices = torch.cat(got).tolist() if got else []
+    assert sorted(devices) == [i for i in range(7) if b[i] > 0]
+    assert all(bool((g[:-1] >= g[1:]).all()) for g in (b[d] for d in got))
+    sizes_got = [b[d].tolist() for d in got]
+    assert _padded_cost(sizes_got, overhead) == pytest.approx(best if sizes else 0.0)
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn1d"])

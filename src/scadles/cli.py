@@ -22,6 +22,7 @@ from scadles.config import Config, config_to_dict, dump_toml, load_config, repla
 from scadles.errors import UserError
 from scadles.policies import POLICIES
 from scadles.report import comparison, comparison_markdown, comparison_table_rich, write_json
+from scadles.sweep import parse_grid, run_sweep
 
 log = logging.getLogger("scadles")
 
@@ -60,6 +61,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--quiet", action="store_true", help="no progress bar or table")
     c.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+    w = sub.add_parser("sweep", help="run a grid of overrides; tabulate the summaries")
+    common(w)
+    w.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        required=True,
+        metavar="KEY=V1,V2",
+        help="a key and its values; several --grid make a cartesian product",
+    )
+    w.add_argument("--out", required=True, type=Path, help="output directory")
+    w.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    w.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
 
     g = sub.add_parser("config", help="print the resolved config (TOML, or JSON with --json)")
     common(g)
@@ -141,6 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 summary = runner.run(cfg, args.out, progress=progress)
             if not args.quiet:
                 console.print_json(json.dumps(summary))
+        elif args.command == "sweep":
+            with _progress(args.quiet, console) as progress:
+                run_sweep(cfg, parse_grid(args.grid), args.out, progress)
+            if not args.quiet:
+                console.print((args.out / "sweep.md").read_text())
         elif args.command == "compare":
             _compare(cfg, args.out, _policies(args.policies), args.quiet, console)
     except UserError as e:

@@ -1,7 +1,8 @@
 """Per-device mean-loss gradients for K devices at once (torch.func vmap over a padded layout).
 
 The packed batch (device 0's rows, then device 1's, ...) is padded to (K, B, ...) with a row mask;
-`vmap(grad(loss))` runs each device's forward/backward as one batched computation. Each device's
+`vmap(grad(loss))` runs each device's forward/backward as one batched computation (one call per
+group of devices with similar batch sizes, to bound the padding). Each device's
 model call sees `Segments.single(mask_row)`, so per-device BatchNorm normalises with that device's
 valid rows only. Running statistics cannot be updated under vmap; they are updated once afterwards
 by one no-grad forward of the packed batch with the real device ids (the same update the dense
@@ -187,7 +188,7 @@ class PerDeviceGrads:
             member[devs] = i
         off, row_group = _offsets(b, seg), member[seg]  # (N,), (N,)
         flat = torch.empty(k, self.size, dtype=self.dtype, device=x.device)  # (K, P)
-        flat[b == 0] = 0.0
+        flat[torch.nonzero(b == 0).squeeze(1)] = 0.0  # empty devices (by index: no (K, P) mask)
         loss = torch.zeros(k, dtype=self.dtype, device=x.device)  # (K,)
         logits: Tensor | None = None
         with no_running_stats(self.model):

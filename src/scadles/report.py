@@ -200,6 +200,7 @@ class SummaryAccumulator:
         self.final: tuple[float, float, float] | None = None  # top1, top5, loss of the last eval
         self.best_top1: float | None = None
         self.reached: tuple[float, int] | None = None  # (sim time, step) of the first hit
+        self.sent_at_target: tuple[float, float] | None = None  # (floats, bytes) sent until then
 
     def update(self, step: StepReport, *, injected: int = 0) -> None:
         """Add one step; injected counts the samples that data injection copied in this step."""
@@ -227,6 +228,7 @@ class SummaryAccumulator:
         target = self.target_accuracy
         if self.reached is None and target is not None and metric >= target:
             self.reached = (ev.sim_time_s, ev.step)
+            self.sent_at_target = (self.sums["floats_sent"], self.sums["bytes_sent"])
 
     def finish(self, *, policy: str, mode: str, **fields: Any) -> dict[str, Any]:
         """Return summary.json's dict; fields add keys or replace computed ones."""
@@ -247,6 +249,8 @@ class SummaryAccumulator:
             "target_metric": self.metric,
             "time_to_target_s": ttt,
             "steps_to_target": stt,
+            "floats_to_target": self.sent_at_target[0] if self.sent_at_target else None,
+            "bytes_to_target": self.sent_at_target[1] if self.sent_at_target else None,
             "compressed_fraction": self.compressed_steps / self.steps if self.steps else 0.0,
             "buffer_peak_samples": self.buffer_peak,
             "buffer_final_samples": self.buffer_final,

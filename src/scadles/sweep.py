@@ -1,0 +1,85 @@
+"""Run a grid of config overrides and tabulate the summaries (e.g. the paper's Table V)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scadles import build, runner
+from scadles.config import Config, parse_override, replace_key
+from scadles.errors import UserError
+from scadles.report import write_json
+
+COLUMNS = (  # summary key, header, format
+    ("compressed_fraction", "CNC", "{:.2f}"),
+    ("final_accuracy", "final top-1", "{:.2%}"),
+    ("final_top5", "final top-5", "{:.2%}"),
+    ("time_to_target_s", "time to target (s)", "{:.1f}"),
+    ("floats_to_target", "floats to target", "{:.3g}"),
+    ("floats_sent", "floats sent", "{:.3g}"),
+    ("sim_time_s", "sim time (s)", "{:.0f}"),
+)
+
+
+def parse_grid(specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
+    """Parse `key=v1,v2,...` specs into (key, values), each value parsed like a --set value."""
+    grid = []
+    for spec in specs:
+        key, _, raw = spec.partition("=")
+        if not key or not raw:
+            raise UserError(f"--grid: expected KEY=V1,V2,..., got {spec!r}")
+        values = [parse_override(f"{key}={v.strip()}")[1] for v in raw.split(",") if v.strip()]
+        grid.append((key.strip(), values))
+    return grid
+
+
+def _label(point: dict[str, Any]) -> str:
+    return ",".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def run_sweep(
+    cfg: Config,
+    grid: list[tuple[str, list[Any]]],
+    out: Path,
+    progress: runner.Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Run every grid point (skipping those with a summary already) and write sweep.json/.md."""
+    keys = [k for k, _ in grid]
+    combos = itertools.product(*(v for _, v in grid))
+    points = [dict(zip(keys, vals, strict=True)) for vals in combos]
+    configs = []
+    for point in points:  # validate the whole grid before running any of it
+        c = cfg
+        for k, v in point.items():
+            c = replace_key(c, k, v)
+        configs.append(c)
+    data = build.dataset(cfg)
+    rows = []
+    for point, c in zip(points, configs, strict=True):
+        where = out / _label(point)
+        done = where / "summary.json"
+        summary = json.loads(done.read_text()) if done.is_file() else None
+        if summary is None:
+            summary = runner.run(c, where, progress=progress, data=data)
+        rows.append({"params": point, "dir": str(where), "summary": summary})
+    write_json(out / "sweep.json", rows)
+    (out / "sweep.md").write_text(sweep_markdown(keys, rows))
+    return rows
+
+
+def sweep_markdown(keys: list[str], rows: list[dict[str, Any]]) -> str:
+    """Return a markdown table: one row per grid point, the summary columns that matter."""
+    head = [*keys, *(h for _, h, _ in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["params"][k]) for k in keys]
+        cells += [_cell(r["summary"].get(key), fmt) for key, _, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
