@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from scadles import build
 from scadles.config import load_config
 
-STEPS = 60
-ROUNDS = 3
+STEPS = 10
+ROUNDS = 18
 
 
 def main() -> None:

@@ -109,7 +109,8 @@ class Engine:
         x = self.data.x_train[idx]  # (N, *shape)
         y = self.data.y_train[idx]  # (N,)
         weights = self.rule.device_weights(b)  # (K,)
-        self.model.train()
+        if not self.model.training:
+            self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         if self.exchange is None:  # dense: the union batch in one forward/backward
             loss, correct = self._union_backward(x, y, seg, b, weights)

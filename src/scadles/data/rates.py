@@ -12,6 +12,7 @@ until the next row's time; the last row holds for ever.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import math
 from dataclasses import dataclass
@@ -90,21 +91,19 @@ class RateSchedule:
         """Number of devices."""
         return int(self.rates.shape[0])
 
+    def _segment(self, t: float) -> int:
+        """Return the index of the breakpoint interval holding time t."""
+        if self.times.numel() == 1:
+            return 0
+        return max(bisect.bisect_right(self.times.tolist(), t) - 1, 0)
+
     def rate_at(self, t: float) -> torch.Tensor:
         """Return every device's rate at time t."""  # (K,)
-        m = (
-            int(torch.searchsorted(self.times, torch.tensor([t], dtype=torch.float64), right=True))
-            - 1
-        )
-        return self.rates[:, max(m, 0)]
+        return self.rates[:, self._segment(t)]
 
     def cumulative(self, t: float) -> torch.Tensor:
         """Return Lambda_i(t) for every device."""  # (K,)
-        m = max(
-            int(torch.searchsorted(self.times, torch.tensor([t], dtype=torch.float64), right=True))
-            - 1,
-            0,
-        )
+        m = self._segment(t)
         return self.cum[:, m] + self.rates[:, m] * (t - float(self.times[m]))
 
     def inverse(self, lam: torch.Tensor) -> torch.Tensor:

@@ -88,17 +88,16 @@ class Arrivals:
         return count
 
 
-_MASK64 = (1 << 64) - 1
+_C1 = torch.tensor(0xBF58476D1CE4E5B9 - (1 << 64), dtype=torch.int64)
+_C2 = torch.tensor(0x94D049BB133111EB - (1 << 64), dtype=torch.int64)
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
     """Return the splitmix64 finaliser of int64 words (wrapping arithmetic, logical shifts)."""
-    c1 = torch.tensor(0xBF58476D1CE4E5B9 - (1 << 64), dtype=torch.int64)
-    c2 = torch.tensor(0x94D049BB133111EB - (1 << 64), dtype=torch.int64)
     x = x ^ ((x >> 30) & ((1 << 34) - 1))
-    x = x * c1
+    x = x * _C1
     x = x ^ ((x >> 27) & ((1 << 37) - 1))
-    x = x * c2
+    x = x * _C2
     return x ^ ((x >> 31) & ((1 << 33) - 1))
 
 
@@ -147,6 +146,12 @@ class ReplayOrder:
             sel = torch.nonzero(other).squeeze(1)
             span = int(pas.max()) + 1
             pairs, which = torch.unique(dev[sel] * span + pas[sel], return_inverse=True)
-            rows = self._perms(pairs // span, pairs % span)  # (U, n_max) one per (device, pass)
+            pdev, ppas = pairs // span, pairs % span
+            rows = self._perms(pdev, ppas)  # (U, n_max) one per (device, pass)
             perm_pos[sel] = rows[which, pos[sel]]
+            # keep the latest pass of each device cached: the next batch starts there
+            last = (start + n - 1).clamp(min=0) // self.sizes.clamp(min=1)  # (K,)
+            keep = ppas == last[pdev]
+            self._cached[pdev[keep]] = rows[keep]
+            self._cached_pass[pdev[keep]] = ppas[keep]
         return self.table[dev, perm_pos], dev
