@@ -21,9 +21,8 @@ from scadles.config import (
     load_config,
     parse_override,
     replace_key,
-    resolved_buffer_policy,
-    resolved_lr_scaling,
 )
+from scadles.config_schema import resolved_buffer_policy, resolved_lr_scaling
 from scadles.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,11 +20,10 @@ from scadles.report import (
     StepReport,
     SummaryAccumulator,
     comparison,
-    comparison_markdown,
-    comparison_table_rich,
     read_jsonl,
     write_json,
 )
+from scadles.tables import comparison_markdown, comparison_table_rich
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -21,8 +21,9 @@ from scadles import build, runner
 from scadles.config import Config, config_to_dict, dump_toml, load_config, replace_key
 from scadles.errors import UserError
 from scadles.policies import POLICIES
-from scadles.report import comparison, comparison_markdown, comparison_table_rich, write_json
+from scadles.report import comparison, write_json
 from scadles.sweep import parse_grid, run_sweep
+from scadles.tables import comparison_markdown, comparison_table_rich
 
 log = logging.getLogger("scadles")
 

@@ -4,19 +4,32 @@ import datetime
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import fields, replace
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from scadles.config_schema import (
-    DATASETS,
-    DATASETS_NEEDING_PATH,
-    FASHION_MNIST_DEFAULT,
+from scadles.config_checks import (
     NONNEGATIVE,
     POSITIVE,
-    BufferConfig,
     Check,
+    boolean,
+    choice,
+    cross_check,
+    existing_path,
+    increasing,
+    integer,
+    number,
+    optional,
+    rates,
+    reject_unknown,
+    schedule,
+    show,
+    table,
+)
+from scadles.config_schema import (
+    DATASETS,
+    BufferConfig,
     ClockConfig,
     CompressConfig,
     Config,
@@ -30,18 +43,6 @@ from scadles.config_schema import (
     ScheduleStep,
     StreamsConfig,
     TrainConfig,
-    boolean,
-    choice,
-    existing_path,
-    increasing,
-    integer,
-    number,
-    optional,
-    rates,
-    reject_unknown,
-    schedule,
-    show,
-    table,
 )
 from scadles.errors import UserError
 
@@ -65,8 +66,6 @@ __all__ = [
     "load_config",
     "parse_override",
     "replace_key",
-    "resolved_buffer_policy",
-    "resolved_lr_scaling",
 ]
 
 INT_POS = integer(1)
@@ -228,27 +227,7 @@ def config_from_dict(d: Mapping[str, Any]) -> Config:
         others = {k: f"{s}.{k}" for s, (_, c) in SCHEMA.items() if s != section for k in c}
         reject_unknown(section, raw, tuple(checks), others)
         sections[section] = cls(**{k: checks[k](f"{section}.{k}", v) for k, v in raw.items()})
-    return _cross_check(Config(**sections))
-
-
-def _cross_check(cfg: Config) -> Config:
-    """Apply the checks that involve more than one key; fill defaults that depend on others."""
-    data = cfg.data
-    if data.name == "fashion_mnist" and data.path is None:
-        data = replace(data, path=existing_path("data.path", FASHION_MNIST_DEFAULT))
-    if data.name in DATASETS_NEEDING_PATH and data.path is None:
-        raise UserError(f"data.path must be set when data.name = {show(data.name)}")
-    values, k = cfg.streams.rates.values, cfg.devices.count
-    if values is not None and len(values) != k:
-        raise UserError(f"streams.rates has {len(values)} values but devices.count is {k}")
-    if cfg.policy.b_max < cfg.policy.b_min:
-        b_min, b_max = cfg.policy.b_min, cfg.policy.b_max
-        raise UserError(f"policy.b_max must be >= policy.b_min ({b_min}), got {b_max}")
-    if cfg.train.steps is None and cfg.train.max_time_s is None:
-        raise UserError("train.steps or train.max_time_s must be set")
-    if cfg.clock.profile == "csv" and cfg.clock.csv is None:
-        raise UserError("clock.csv must be set when clock.profile = 'csv'")
-    return replace(cfg, data=data)
+    return cross_check(Config(**sections))
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -280,20 +259,6 @@ def replace_key(cfg: Config, dotted: str, value: Any) -> Config:
     raw = config_to_dict(cfg)
     _set_dotted(raw, dotted, value)
     return config_from_dict(raw)
-
-
-def resolved_buffer_policy(cfg: Config) -> str:
-    """Return the buffer policy in force: the configured one, else the training policy's default."""
-    if cfg.buffer.policy is not None:
-        return cfg.buffer.policy
-    return "truncation" if cfg.policy.name == "scadles" else "persistence"  # paper §2.2, §5.7
-
-
-def resolved_lr_scaling(cfg: Config) -> bool:
-    """Return whether linear LR scaling is on: the configured value, else only for scadles."""
-    if cfg.policy.lr_scaling is not None:
-        return cfg.policy.lr_scaling
-    return cfg.policy.name == "scadles"
 
 
 def dump_toml(cfg: Config) -> str:

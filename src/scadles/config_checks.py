@@ -1,0 +1,234 @@
+"""The per-key checks that turn raw TOML values into typed configuration values."""
+
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from scadles.config_schema import (
+    DATASETS_NEEDING_PATH,
+    FASHION_MNIST_DEFAULT,
+    RATE_PRESETS,
+    Config,
+    RateSpec,
+    ScheduleStep,
+    preset_rates,
+)
+from scadles.errors import UserError
+
+Check = Callable[[str, Any], Any]  # (dotted key, raw value) -> typed value, or raise UserError
+
+
+def show(value: Any) -> str:
+    """Render a value for a one-line message: repr, cut to a readable length."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer(lo: int) -> Check:
+    """Check an int (not a bool or float) that is at least `lo`."""
+
+    def check(key: str, value: Any) -> int:
+        if not _is_int(value):
+            raise UserError(f"{key} must be an integer, got {show(value)}")
+        if value < lo:
+            bound = "> 0" if lo == 1 else f">= {lo}"
+            raise UserError(f"{key} must be {bound}, got {show(value)}")
+        return int(value)
+
+    return check
+
+
+def number(
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> Check:
+    """Check a finite int or float within the (optionally open) interval [lo, hi]."""
+    if lo is not None and hi is not None:
+        allowed = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        allowed = f"{'>' if lo_open else '>='} {lo:g}"
+    else:
+        allowed = "a number"
+
+    def check(key: str, value: Any) -> float:
+        if not (_is_int(value) or isinstance(value, float)):
+            raise UserError(f"{key} must be a number, got {show(value)}")
+        x = float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
+        if not math.isfinite(x):
+            raise UserError(f"{key} must be a finite number, got {show(value)}")
+        low_bad = lo is not None and (x <= lo if lo_open else x < lo)
+        high_bad = hi is not None and (x >= hi if hi_open else x > hi)
+        if low_bad or high_bad:
+            raise UserError(f"{key} must be {allowed}, got {show(value)}")
+        return x
+
+    return check
+
+
+def string(key: str, value: Any) -> str:
+    """Check a string."""
+    if not isinstance(value, str):
+        raise UserError(f"{key} must be a string, got {show(value)}")
+    return value
+
+
+def boolean(key: str, value: Any) -> bool:
+    """Check a real boolean (not 0/1, not "true")."""
+    if not isinstance(value, bool):
+        raise UserError(f"{key} must be true or false, got {show(value)}")
+    return value
+
+
+def choice(noun: str, names: tuple[str, ...]) -> Check:
+    """Check a string that is one of `names`; an unknown one lists the known ones."""
+
+    def check(key: str, value: Any) -> str:
+        text = string(key, value)
+        if text not in names:
+            known = ", ".join(sorted(names))
+            raise UserError(f"{key}: unknown {noun} {show(text)}; known: {known}")
+        return text
+
+    return check
+
+
+def existing_path(key: str, value: Any) -> str:
+    """Check a path string that names an existing file or directory; return it with ~ expanded."""
+    text = string(key, value)
+    path = Path(text).expanduser()
+    if text == "" or "\0" in text or not path.exists():
+        raise UserError(f"{key}: file not found: {repr(text)[1:-1]}")
+    return str(path)
+
+
+def optional(check: Check) -> Check:
+    """Allow None (meaning: unset) in front of another check."""
+
+    def opt(key: str, value: Any) -> Any:
+        return None if value is None else check(key, value)
+
+    return opt
+
+
+def table(key: str, value: Any) -> Mapping[str, Any]:
+    """Check a table (a mapping with string keys)."""
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise UserError(f"{key} must be a table, got {show(value)}")
+    return value
+
+
+def array(key: str, value: Any) -> list[Any]:
+    """Check a list (TOML array); tuples count too."""
+    if not isinstance(value, list | tuple):
+        raise UserError(f"{key} must be a list, got {show(value)}")
+    return list(value)
+
+
+POSITIVE = number(0.0, lo_open=True)
+NONNEGATIVE = number(0.0)
+
+
+def increasing(key: str, value: Any) -> tuple[float, ...]:
+    """Check a list of strictly increasing positive numbers (milestones)."""
+    items = [POSITIVE(f"{key}[{i}]", v) for i, v in enumerate(array(key, value))]
+    for i in range(1, len(items)):
+        if items[i] <= items[i - 1]:
+            raise UserError(f"{key} must be strictly increasing, got {show(array(key, value))}")
+    return tuple(items)
+
+
+def schedule(key: str, value: Any) -> tuple[ScheduleStep, ...]:
+    """Check a list of {at_s, scale} tables with strictly increasing at_s."""
+    steps: list[ScheduleStep] = []
+    for i, raw in enumerate(array(key, value)):
+        where = f"{key}[{i}]"
+        entry = table(where, raw)
+        reject_unknown(where, entry, ("at_s", "scale"))
+        if "at_s" not in entry or "scale" not in entry:
+            raise UserError(f"{where} must have at_s and scale, got {show(dict(entry))}")
+        step = ScheduleStep(
+            NONNEGATIVE(f"{where}.at_s", entry["at_s"]), POSITIVE(f"{where}.scale", entry["scale"])
+        )
+        if steps and step.at_s <= steps[-1].at_s:
+            previous = f"{key}[{i - 1}].at_s ({steps[-1].at_s:g})"
+            raise UserError(f"{where}.at_s must be > {previous}, got {step.at_s:g}")
+        steps.append(step)
+    return tuple(steps)
+
+
+def rates(key: str, value: Any) -> RateSpec:
+    """Check a preset name, a non-empty list of positive rates, or a {dist, mean, std} table."""
+    if isinstance(value, str):
+        return preset_rates(choice("preset", tuple(RATE_PRESETS))(key, value))
+    if isinstance(value, list | tuple):
+        if not value:
+            raise UserError(f"{key} must not be an empty list")
+        return RateSpec(values=tuple(POSITIVE(f"{key}[{i}]", v) for i, v in enumerate(value)))
+    if isinstance(value, Mapping):
+        spec = table(key, value)
+        reject_unknown(key, spec, ("dist", "mean", "std"))
+        if "dist" not in spec or "mean" not in spec:
+            raise UserError(f"{key} table must have dist and mean, got {show(dict(spec))}")
+        dist = choice("distribution", ("normal", "uniform"))(f"{key}.dist", spec["dist"])
+        mean = POSITIVE(f"{key}.mean", spec["mean"])
+        std = NONNEGATIVE(f"{key}.std", spec.get("std", 0.0))
+        return RateSpec(dist=dist, mean=mean, std=std)
+    raise UserError(
+        f"{key} must be a preset name, a list of positive rates or a table "
+        f"{{dist, mean, std}}, got {show(value)}"
+    )
+
+
+def reject_unknown(
+    prefix: str,
+    raw: Mapping[str, Any],
+    known: tuple[str, ...],
+    elsewhere: Mapping[str, str] | None = None,
+) -> None:
+    """Raise on the first key of `raw` not in `known`, suggesting the closest known key.
+
+    `elsewhere` maps key names of other sections to their dotted keys (a key in the wrong section).
+    """
+    for name in raw:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        guess = (f"{prefix}.{close[0]}" if prefix else close[0]) if close else None
+        guess = guess or (elsewhere or {}).get(name)
+        hint = f" (did you mean '{guess}'?)" if guess else ""
+        raise UserError(f"unknown key {show(f'{prefix}.{name}' if prefix else name)}{hint}")
+
+
+def cross_check(cfg: Config) -> Config:
+    """Apply the checks that involve more than one key; fill defaults that depend on others."""
+    data = cfg.data
+    if data.name == "fashion_mnist" and data.path is None:
+        data = replace(data, path=existing_path("data.path", FASHION_MNIST_DEFAULT))
+    if data.name in DATASETS_NEEDING_PATH and data.path is None:
+        raise UserError(f"data.path must be set when data.name = {show(data.name)}")
+    values, k = cfg.streams.rates.values, cfg.devices.count
+    if values is not None and len(values) != k:
+        raise UserError(f"streams.rates has {len(values)} values but devices.count is {k}")
+    if cfg.policy.b_max < cfg.policy.b_min:
+        b_min, b_max = cfg.policy.b_min, cfg.policy.b_max
+        raise UserError(f"policy.b_max must be >= policy.b_min ({b_min}), got {b_max}")
+    if cfg.train.steps is None and cfg.train.max_time_s is None:
+        raise UserError("train.steps or train.max_time_s must be set")
+    if cfg.clock.profile == "csv" and cfg.clock.csv is None:
+        raise UserError("clock.csv must be set when clock.profile = 'csv'")
+    return replace(cfg, data=data)
