@@ -106,3 +106,29 @@ def test_process_exit_status_and_config_command(tmp_path: Path) -> None:
     assert bad.stderr.strip().count("\n") == 0 and "train.lr" in bad.stderr
     ok = subprocess.run([*exe, "config", "--json"], capture_output=True, text=True)
     assert ok.returncode == 0 and json.loads(ok.stdout)["policy"]["name"] == "scadles"
+
+
+def test_injection_counts_exposure_and_label_view(tmp_path: Path) -> None:
+    args = [
+        *FAST,
+        "--set", "devices.count=10",
+        "--set", "devices.partition=label_blocks",
+        "--set", "policy.name=ddl",
+        "--set", "train.steps=3",
+    ]  # fmt: skip
+    assert main(["run", *args, "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    plain = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert plain["samples_injected"] == 0 and plain["exposure"] == 0.0
+    inj = [*args, "--set", "inject.name=peers", "--set", "inject.alpha=0.25"]
+    inj += ["--set", "inject.beta=0.25"]
+    assert main(["run", *inj, "--out", str(tmp_path / "inj"), "--quiet"]) == 0
+    s = json.loads((tmp_path / "inj" / "summary.json").read_text())
+    # 10 devices, ceil(0.25 * 10) = 3 peers, floor(0.25 * 64) = 16 rows from each: 48 per device
+    assert s["samples_injected"] == 3 * 10 * 48
+    assert s["exposure"] == 0.75
+    assert s["samples_arrived"] == s["samples_trained"] + s["samples_dropped"] + s["samples_held"]
+    rows = read_jsonl(tmp_path / "inj" / "steps.jsonl")
+    assert all(r["batch_sizes"] == [112] * 10 for r in rows)
+    counts = (tmp_path / "inj" / "label_counts.csv").read_text().splitlines()
+    assert len(counts) == 11 and counts[1].split(",")[2] == "0"
+    assert (tmp_path / "inj" / "label_distribution.png").stat().st_size > 1000

@@ -51,6 +51,8 @@ def _step(rng: random.Random, i: int, k: int = 3) -> StepReport:
         floats_sent=rng.random() * 2.5e5,
         compressed=rng.random() < 0.4,
         epoch=i / 10,
+        injected=0,
+        injection_bytes=0.0,
         host_s=rng.random() * 0.01,
     )
 

@@ -14,7 +14,8 @@ from scadles.compress.switch import AccordionSwitch, CodeSwitch, Fixed, ScadlesS
 from scadles.config import Config
 from scadles.data.buffer import StreamBuffer
 from scadles.data.datasets import Dataset, load_dataset
-from scadles.data.partition import partition
+from scadles.data.injection import ClassPoolInjection, Injection, PeerInjection
+from scadles.data.partition import label_counts, partition
 from scadles.data.rates import RateSchedule, distribution_rates, preset_rates, read_trace
 from scadles.data.streams import Arrivals, ReplayOrder
 from scadles.engine import Engine, Schedule
@@ -109,6 +110,33 @@ def exchange(cfg: Config, model: torch.nn.Module, k: int, scale: float) -> Excha
     return Exchange(PerDeviceGrads(model), levels, switch, memory, scale)
 
 
+def injection(cfg: Config, data: Dataset, parts: list[torch.Tensor]) -> Injection | None:
+    """Return the data-injection stage (paper 2.3), or None."""
+    inj = cfg.inject
+    if inj.name == "none":
+        return None
+    if inj.name == "peers":
+        return PeerInjection(inj.alpha, inj.beta)
+    owner = torch.full((len(data.y_train),), -1, dtype=torch.int64)  # (N_train,)
+    for i, p in enumerate(parts):  # set-up, not the hot path
+        owner[p] = i
+    own = label_counts(data.y_train, parts, data.num_classes) > 0  # (K, C)
+    return ClassPoolInjection(inj.alpha, inj.beta, data.y_train, data.num_classes, owner, own)
+
+
+def partitions(cfg: Config, data: Dataset) -> list[torch.Tensor]:
+    """Return each device's training indices."""
+    return partition(
+        data.y_train,
+        cfg.devices.count,
+        cfg.devices.partition,
+        generator(cfg.train.seed, "partition"),
+        num_classes=data.num_classes,
+        dirichlet_alpha=cfg.devices.dirichlet_alpha,
+        shards_per_device=cfg.devices.shards_per_device,
+    )
+
+
 def dataset(cfg: Config) -> Dataset:
     """Load the configured dataset."""
     d = cfg.data
@@ -126,15 +154,7 @@ def engine(cfg: Config, data: Dataset | None = None) -> Engine:
         raise UserError(
             f"devices.count must be <= the training set size {len(data.y_train)}, got {k}"
         )
-    parts = partition(
-        data.y_train,
-        k,
-        cfg.devices.partition,
-        generator(seed, "partition"),
-        num_classes=data.num_classes,
-        dirichlet_alpha=cfg.devices.dirichlet_alpha,
-        shards_per_device=cfg.devices.shards_per_device,
-    )
+    parts = partitions(cfg, data)
     m = cfg.model
     model = build_model(
         m.name,
@@ -178,4 +198,7 @@ def engine(cfg: Config, data: Dataset | None = None) -> Engine:
         eval_batch=cfg.eval.batch_size,
         exchange=exchange(cfg, model, k, comm_params / max(real, 1)),
         compress_gen=generator(seed, "compress"),
+        injection=injection(cfg, data, parts),
+        inject_gen=generator(seed, "inject"),
+        sample_bytes=cfg.data.sample_bytes or data.sample_bytes,
     )

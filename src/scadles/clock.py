@@ -204,6 +204,14 @@ def allgather_time(p: DeviceProfiles, nbytes: torch.Tensor) -> float:
     return bandwidth + (k - 1) * p.latency_s.max().item()
 
 
+def transfer_time(p: DeviceProfiles, recv: torch.Tensor, sent: torch.Tensor) -> torch.Tensor:
+    """Return per-device seconds to download recv[i] and upload sent[i] bytes, links in parallel."""
+    down = recv.to(torch.float64) * 8 / p.downlink_bps  # (K,)
+    up = sent.to(torch.float64) * 8 / p.uplink_bps  # (K,)
+    busy = (recv > 0) | (sent > 0)
+    return torch.where(busy, torch.maximum(down, up) + p.latency_s, 0.0)
+
+
 def step_time(wait: torch.Tensor, compute: torch.Tensor, comm: float) -> float:
     """Return a synchronous step's seconds: the slowest device's wait + compute, then the sync."""
     return (wait.to(torch.float64) + compute.to(torch.float64)).max().item() + comm

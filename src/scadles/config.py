@@ -36,6 +36,7 @@ from scadles.config_schema import (
     DataConfig,
     DevicesConfig,
     EvalConfig,
+    InjectConfig,
     ModelConfig,
     PolicyConfig,
     RateSpec,
@@ -150,6 +151,11 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "levels": INT_POS,
         "eta": POSITIVE,
         "critical_ratio": number(0.0, 1.0, lo_open=True),
+    }),
+    "inject": (InjectConfig, {
+        "name": choice("injection", ("none", "peers", "class_pool")),
+        "alpha": number(0.0, 1.0, lo_open=True),
+        "beta": number(0.0, 1.0, lo_open=True),
     }),
     "run": (RunConfig, {
         "mode": choice("mode", ("sim", "dist")),

@@ -138,6 +138,15 @@ class ClockConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class InjectConfig:
+    """`[inject]`: randomized data injection against non-IID data (paper 2.3)."""
+
+    name: str = "none"  # none | peers (the paper's text) | class_pool (the authors' code)
+    alpha: float = 0.5
+    beta: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
 class CompressConfig:
     """`[compress]`: gradient compression, error feedback and the switch that turns it on."""
 
@@ -176,6 +185,7 @@ class Config:
     eval: EvalConfig = EvalConfig()
     clock: ClockConfig = ClockConfig()
     compress: CompressConfig = CompressConfig()
+    inject: InjectConfig = InjectConfig()
     run: RunConfig = RunConfig()
 
 

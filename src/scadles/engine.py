@@ -23,6 +23,7 @@ from scadles import clock
 from scadles.aggregate import sample_weights
 from scadles.data.buffer import StreamBuffer
 from scadles.data.datasets import Dataset
+from scadles.data.injection import Injection
 from scadles.data.streams import Arrivals, ReplayOrder
 from scadles.exchange import Exchange
 from scadles.models import Segments
@@ -68,6 +69,9 @@ class Engine:
         eval_batch: int = 2048,
         exchange: Exchange | None = None,
         compress_gen: torch.Generator | None = None,
+        injection: Injection | None = None,
+        inject_gen: torch.Generator | None = None,
+        sample_bytes: int = 4,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -83,8 +87,13 @@ class Engine:
         self.eval_batch = eval_batch
         self.exchange = exchange
         self.compress_gen = compress_gen if compress_gen is not None else torch.Generator()
+        self.injection = injection
+        self.inject_gen = inject_gen if inject_gen is not None else torch.Generator()
+        self.sample_bytes = sample_bytes
         self.k = arrivals.schedule.count
         self.counters = Counters()
+        self.shared = torch.zeros(self.k, dtype=torch.int64)  # (K,) own samples sent to others
+        self.own_trained = torch.zeros(self.k, dtype=torch.int64)  # (K,) own samples trained
         self._last_lr = schedule.lr
 
     @property
@@ -105,6 +114,17 @@ class Engine:
         dropped = self.buffer.push(short)
         start, b = self.buffer.take(need)
         idx, seg = self.replay.indices(start, b)  # (N,), (N,)
+        self.own_trained += b
+        moved = torch.zeros(self.k, dtype=torch.float64)  # (K,) seconds moving injected data
+        injected = 0
+        if self.injection is not None:  # paper 2.3: mix in a little of other devices' data
+            inj = self.injection(idx, seg, b, self.inject_gen)
+            idx, seg, b = inj.idx, inj.seg, inj.b
+            self.shared += inj.sent
+            moved = clock.transfer_time(
+                self.profiles, inj.received * self.sample_bytes, inj.sent * self.sample_bytes
+            )
+            injected = int(inj.received.sum())
 
         x = self.data.x_train[idx]  # (N, *shape)
         y = self.data.y_train[idx]  # (N,)
@@ -135,7 +155,7 @@ class Engine:
         else:
             comm = clock.allgather_time(self.profiles, nbytes)
             on_wire = (self.k - 1) * float(nbytes.sum())
-        step_s = clock.step_time(wait, compute, comm)
+        step_s = clock.step_time(wait + moved, compute, comm)
         c.t = t0 + step_s
         arrived = self.arrivals.advance(c.t, self.gen)
         dropped = dropped + self.buffer.push(arrived)
@@ -163,6 +183,8 @@ class Engine:
             bytes_sent=on_wire,
             floats_sent=floats,
             compressed=compressed,
+            injected=injected,
+            injection_bytes=2.0 * injected * self.sample_bytes,  # up at the sender, down here
             epoch=self.epoch,
             host_s=time.perf_counter() - host0,
         )

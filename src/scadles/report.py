@@ -43,6 +43,8 @@ class StepReport:
     floats_sent: float
     compressed: bool
     epoch: float  # sample-epochs so far
+    injected: int  # samples devices received by data injection this step
+    injection_bytes: float  # bytes those samples crossed links with
     host_s: float  # wall-clock seconds the host spent on the step
 
 
@@ -175,6 +177,7 @@ _STEP_SUMS = (  # summary key, StepReport field: summed over steps
     ("wait_time_s", "wait_s"),
     ("compute_time_s", "compute_s"),
     ("comm_time_s", "comm_s"),
+    ("injection_bytes", "injection_bytes"),
 )
 
 
@@ -206,7 +209,7 @@ class SummaryAccumulator:
             self.sums[key] += getattr(step, attr)
         self.steps += 1
         self.compressed_steps += int(step.compressed)
-        self.injected += injected
+        self.injected += injected + step.injected
         self.buffer_peak = max(self.buffer_peak, step.buffer_total)
         self.buffer_final = step.buffer_total
         self.sim_time_s = max(self.sim_time_s, step.sim_time_s)

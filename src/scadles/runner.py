@@ -7,9 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from scadles import build
 from scadles.config import Config, config_to_dict
 from scadles.data.datasets import Dataset
+from scadles.data.injection import exposure
+from scadles.data.partition import label_counts
+from scadles.plot_labels import plot_label_distribution
 from scadles.report import JsonlWriter, SummaryAccumulator, write_json
 
 # progress(done, total, text): done/total in steps or simulated seconds
@@ -24,6 +29,14 @@ def _budget(cfg: Config) -> tuple[float, str]:
     return float(cfg.train.max_time_s), "sim s"
 
 
+def _write_label_view(counts: torch.Tensor, out: Path) -> None:
+    """Write the per-device label counts (K x C) as CSV and as a stacked-bar plot."""
+    header = ",".join(["device", *(f"class_{c}" for c in range(counts.shape[1]))])
+    rows = [",".join(map(str, [i, *r])) for i, r in enumerate(counts.tolist())]
+    (out / "label_counts.csv").write_text("\n".join([header, *rows]) + "\n")
+    plot_label_distribution(counts, out / "label_distribution.png")
+
+
 def run(
     cfg: Config, out: Path, *, progress: Progress | None = None, data: Dataset | None = None
 ) -> dict[str, Any]:
@@ -31,6 +44,9 @@ def run(
     host0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config_to_dict(cfg))
+    data = data if data is not None else build.dataset(cfg)
+    counts = label_counts(data.y_train, build.partitions(cfg, data), data.num_classes)  # (K, C)
+    _write_label_view(counts, out)
     eng = build.engine(cfg, data)
     t = cfg.train
     total, unit = _budget(cfg)
@@ -63,6 +79,7 @@ def run(
             evals.write(ev)
             acc.update_eval(ev)
     buf = eng.buffer
+    exposed = exposure(eng.shared, eng.own_trained)  # (K,) fraction of own samples that left
     summary = acc.finish(
         policy=cfg.policy.name,
         mode=cfg.run.mode,
@@ -73,7 +90,8 @@ def run(
         samples_dropped=int(buf.dropped.sum()),
         samples_held=int(buf.held.sum()),
         samples_trained=int(buf.trained.sum()),
-        samples_injected=0,
+        exposure=float(exposed.mean()),
+        exposure_per_device=exposed.tolist(),
     )
     write_json(out / "summary.json", summary)
     return summary
