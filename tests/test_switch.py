@@ -292,3 +292,14 @@ def test_bad_state_names_the_key() -> None:
     # Act / Assert
     with pytest.raises(UserError, match="smoothed"):
         ScadlesSwitch().load_state_dict({"count": 3})
+
+
+def test_scadles_signal_uses_the_gradient_without_feedback_as_reference() -> None:
+    from scadles.compress.switch import ScadlesSwitch
+
+    g = torch.tensor([[3.0, 4.0, 0.0, 0.0]], dtype=torch.float64)  # ‖g‖² = 25
+    acc = torch.tensor([[3.0, 4.0, 6.0, 0.0]], dtype=torch.float64)  # with residual
+    kept = torch.tensor([[0.0, 0.0, 6.0, 0.0]], dtype=torch.float64)  # ‖Topk(acc)‖² = 36
+    s = ScadlesSwitch(delta=0.3, ewma=0.9, ratio=0.25)
+    assert torch.allclose(s.signal(acc, kept, g), torch.tensor([11.0 / 25.0], dtype=torch.float64))
+    assert torch.allclose(s.signal(acc, kept), torch.tensor([25.0 / 61.0], dtype=torch.float64))

@@ -2,7 +2,7 @@
 
   g      = per-device mean-loss gradients                       (K, P), torch.func vmap
   acc    = feedback.compensate(g)                               g_i + e_i
-  level  = switch.decide(acc, Topk(acc), epoch)                 collective: one level for all
+  level  = switch.decide(acc, Topk(acc), epoch, g)              collective: one level for all
   send   = levels[level].compress(acc); feedback.update(acc, decompress(send))
   update = levels[level].aggregate(send, w)                     sum_i w_i * decompressed_i  (P,)
 
@@ -70,7 +70,7 @@ class Exchange:
         probe = len(self.levels) - 1  # the most compressed level informs the switch
         sent = self.levels[probe].compress(acc, gen)
         kept = self.levels[probe].decompress(sent)  # (K, P)
-        level = self.switch.decide(acc, kept, epoch)
+        level = self.switch.decide(acc, kept, epoch, grad=g)
         if level != probe:
             sent = self.levels[level].compress(acc, gen)
             kept = self.levels[level].decompress(sent)

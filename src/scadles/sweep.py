@@ -25,19 +25,23 @@ COLUMNS = (  # summary key, header, format
 
 
 def parse_grid(specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
-    """Parse `key=v1,v2,...` specs into (key, values), each value parsed like a --set value."""
+    """Parse `key=v1,v2,...` specs into (key, values), each value parsed like a --set value.
+
+    `k1,k2=v1,v2` sets both keys to each value together (one axis, not a product).
+    """
     grid = []
     for spec in specs:
         key, _, raw = spec.partition("=")
-        if not key or not raw:
+        if not key.strip() or not raw.strip():
             raise UserError(f"--grid: expected KEY=V1,V2,..., got {spec!r}")
-        values = [parse_override(f"{key}={v.strip()}")[1] for v in raw.split(",") if v.strip()]
+        first = key.split(",")[0].strip()
+        values = [parse_override(f"{first}={v.strip()}")[1] for v in raw.split(",") if v.strip()]
         grid.append((key.strip(), values))
     return grid
 
 
 def _label(point: dict[str, Any]) -> str:
-    return ",".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
+    return ",".join(f"{k.split(',')[0].split('.')[-1]}={v}" for k, v in point.items())
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -57,8 +61,9 @@ def run_sweep(
     configs = []
     for point in points:  # validate the whole grid before running any of it
         c = cfg
-        for k, v in point.items():
-            c = replace_key(c, k, v)
+        for keys_, v in point.items():
+            for k in keys_.split(","):
+                c = replace_key(c, k.strip(), v)
         configs.append(c)
     data = build.dataset(cfg)
     rows = []
@@ -69,7 +74,7 @@ def run_sweep(
         if summary is None:
             summary = runner.run(c, where, progress=progress, data=data)
         rows.append({"params": point, "dir": str(where), "summary": summary})
-    write_json(out / "sweep.json", rows)
+    write_json(out / "sweep.json", {"grid": keys, "rows": rows})
     (out / "sweep.md").write_text(sweep_markdown(keys, rows))
     return rows
 

@@ -21,8 +21,14 @@ State = dict[str, Tensor | float | int]
 class Switch(Protocol):
     """Pick the compression level of one step from the per-device updates."""
 
-    def decide(self, acc: Tensor, kept: Tensor | None, epoch: int) -> int:
-        """Return the level index for updates acc (K, P); kept (K, P) is Topk(acc) if known."""
+    def decide(
+        self, acc: Tensor, kept: Tensor | None, epoch: int, grad: Tensor | None = None
+    ) -> int:
+        """Return the level index for updates acc (K, P); kept (K, P) is Topk(acc) if known.
+
+        grad (K, P) is the gradient without error feedback: the energy reference of the signal
+        (SCADLES_PAPER.md 7.1: feedback enters only the compressed term); acc when omitted.
+        """
         ...
 
     def state_dict(self) -> State:
@@ -103,7 +109,9 @@ class Fixed:
             raise UserError(f"compress.level must be >= 0, got {level}")
         self.level = level
 
-    def decide(self, acc: Tensor, kept: Tensor | None, epoch: int) -> int:
+    def decide(
+        self, acc: Tensor, kept: Tensor | None, epoch: int, grad: Tensor | None = None
+    ) -> int:
         """Return the fixed level."""
         return self.level
 
@@ -118,10 +126,11 @@ class Fixed:
 class ScadlesSwitch:
     """The paper's rule (SCADLES_PAPER.md 2.4, 7.1): compress when Top-k keeps most of the energy.
 
-    signal_i = |‖acc_i‖² − ‖Topk(acc_i)‖²| / ‖acc_i‖² on the whole model (Top-k over all P values,
-    or per layer when `layers` is given), smoothed per device by an EWMA whose first observation
-    initialises it; device i votes to compress when its smoothed signal is <= delta; the step is
-    compressed (level 1) when votes * 2 >= K (majority, ties compress), else dense (level 0).
+    signal_i = |‖g_i‖² − ‖Topk(acc_i)‖²| / ‖g_i‖² (g = `grad`, acc when omitted) on the whole
+    model (Top-k over all P values, or per layer when `layers` is given), smoothed per device by
+    an EWMA whose first observation initialises it; device i votes to compress when its smoothed
+    signal is <= delta; the step is compressed (level 1) when votes * 2 >= K (majority, ties
+    compress), else dense (level 0).
     A given `kept` (K, P) is used as Topk(acc) instead of recomputing it.
     """
 
@@ -139,18 +148,21 @@ class ScadlesSwitch:
         self.smoothed: Tensor | None = None  # (K,) float64 EWMA of the signal
         self.last_votes = 0
 
-    def signal(self, acc: Tensor, kept: Tensor | None) -> Tensor:
+    def signal(self, acc: Tensor, kept: Tensor | None, grad: Tensor | None = None) -> Tensor:
         """Return each device's fraction of squared norm lost by Top-k: (K,) float64."""
-        total = torch.linalg.vector_norm(acc, dim=1) ** 2  # (K,)
+        ref = acc if grad is None else grad
+        total = torch.linalg.vector_norm(ref, dim=1) ** 2  # (K,)
         if kept is not None:
             energy = torch.linalg.vector_norm(kept, dim=1) ** 2  # (K,)
         else:
             energy = (topk_layer_norms(acc, self.layers, self.ratio) ** 2).sum(1)  # (K,)
         return _ratio_lost(total, energy)
 
-    def decide(self, acc: Tensor, kept: Tensor | None, epoch: int) -> int:
+    def decide(
+        self, acc: Tensor, kept: Tensor | None, epoch: int, grad: Tensor | None = None
+    ) -> int:
         """Update the EWMA with this step's signal and return 1 (compress) or 0 (dense)."""
-        sig = self.signal(acc, kept)  # (K,)
+        sig = self.signal(acc, kept, grad)  # (K,)
         prev = self.smoothed
         if prev is None or prev.shape != sig.shape:
             self.smoothed = sig
@@ -174,8 +186,8 @@ class CodeSwitch:
     """The authors'-code rule (SCADLES_PAPER.md 2.4 [C]): sums of per-layer norms, epoch mean.
 
     signal_i = |Σ_l ‖acc_l‖ − Σ_l ‖Topk_l(acc_l)‖| / Σ_l ‖acc_l‖ with unsquared per-layer L2 norms
-    and layer-wise Top-k; the code uses the gradient without feedback in the first and third norms,
-    here acc (with feedback) is used for both (the Protocol gets acc only). The signal is averaged
+    and layer-wise Top-k; as in the code, the first and third norms are of the gradient without
+    feedback when `grad` is given (acc otherwise). The signal is averaged
     arithmetically over the steps of the current epoch (reset when `epoch` changes); devices vote
     when their mean is <= delta and the step is compressed when votes >= int(K / 2), as in the code
     (so K = 1 always compresses and an odd K needs fewer than half the votes).
@@ -192,18 +204,20 @@ class CodeSwitch:
         self.epoch = -1  # epoch of the running mean, -1 before the first step
         self.last_votes = 0
 
-    def signal(self, acc: Tensor, kept: Tensor | None) -> Tensor:
+    def signal(self, acc: Tensor, kept: Tensor | None, grad: Tensor | None = None) -> Tensor:
         """Return each device's relative loss in the sum of per-layer norms: (K,) float64."""
-        full = layer_norms(acc, self.layers).sum(1)  # (K,)
+        full = layer_norms(acc if grad is None else grad, self.layers).sum(1)  # (K,)
         if kept is not None:
             top = layer_norms(kept, self.layers).sum(1)
         else:
             top = topk_layer_norms(acc, self.layers, self.ratio).sum(1)
         return _ratio_lost(full, top)
 
-    def decide(self, acc: Tensor, kept: Tensor | None, epoch: int) -> int:
+    def decide(
+        self, acc: Tensor, kept: Tensor | None, epoch: int, grad: Tensor | None = None
+    ) -> int:
         """Add this step's signal to the epoch mean and return 1 (compress) or 0 (dense)."""
-        sig = self.signal(acc, kept)  # (K,)
+        sig = self.signal(acc, kept, grad)  # (K,)
         if epoch != self.epoch or self.total is None or self.total.shape != sig.shape:
             self.total, self.count, self.epoch = torch.zeros_like(sig), 0, epoch
         self.total = self.total + sig
@@ -249,7 +263,9 @@ class AccordionSwitch:
         self.prev = -1.0  # norm of the previous accumulator, -1 before the first
         self.level = low
 
-    def decide(self, acc: Tensor, kept: Tensor | None, epoch: int) -> int:
+    def decide(
+        self, acc: Tensor, kept: Tensor | None, epoch: int, grad: Tensor | None = None
+    ) -> int:
         """Accumulate the mean update; every `interval` calls pick low or high from its norm."""
         mean = acc.mean(0)  # (P,)
         self.delta = mean if self.delta is None else self.delta + mean
