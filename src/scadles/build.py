@@ -8,6 +8,7 @@ import zlib
 import torch
 
 from scadles import clock
+from scadles.comm import Collective, LocalCollective, device_slice
 from scadles.compress import ErrorFeedback, Identity, make_compressor
 from scadles.compress.base import Compressor
 from scadles.compress.switch import AccordionSwitch, CodeSwitch, Fixed, ScadlesSwitch, Switch
@@ -20,7 +21,7 @@ from scadles.data.rates import RateSchedule, distribution_rates, preset_rates, r
 from scadles.data.streams import Arrivals, ReplayOrder
 from scadles.engine import Engine, Schedule
 from scadles.errors import UserError
-from scadles.exchange import Exchange
+from scadles.exchange import DenseExchange, Exchange
 from scadles.grads import PerDeviceGrads, layer_shapes, layer_sizes
 from scadles.models import build_model, param_count
 from scadles.policies import DEFAULT_BUFFER, BatchRule
@@ -78,12 +79,25 @@ def switch_name(cfg: Config) -> str:
     return cfg.compress.policy or ("scadles" if cfg.policy.name == "scadles" else "fixed")
 
 
-def exchange(cfg: Config, model: torch.nn.Module, k: int, scale: float) -> Exchange | None:
-    """Return the compressed gradient exchange, or None for plain dense SGD."""
+def exchange(
+    cfg: Config,
+    model: torch.nn.Module,
+    k: int,
+    comm_params: float,
+    coll: Collective | None = None,
+) -> Exchange | DenseExchange:
+    """Return the gradient exchange: dense SGD, or compression with feedback and a switch."""
     c = cfg.compress
     name = compressor_name(cfg)
+    coll = coll or LocalCollective()
+    devices = device_slice(k, coll.rank, coll.world)
     if name in ("none", "identity"):
-        return None
+        return DenseExchange(model, comm_params, coll, devices)
+    if coll.world > 1 and (name == "powersgd" or switch_name(cfg) == "accordion"):
+        what = (
+            "compress.name = 'powersgd'" if name == "powersgd" else "compress.policy = 'accordion'"
+        )
+        raise UserError(f"{what} is not supported with more than one process yet")
     sizes, shapes = layer_sizes(model), layer_shapes(model)
     per_layer = sizes if c.per_layer else None
 
@@ -105,9 +119,10 @@ def exchange(cfg: Config, model: torch.nn.Module, k: int, scale: float) -> Excha
         critical = Identity() if c.critical_ratio >= 1.0 else make(c.critical_ratio)
         levels, switch = [critical, make(c.ratio)], AccordionSwitch(c.eta, low=0, high=1)
     p = sum(sizes)
-    memory = ErrorFeedback.zeros(k, p, enabled=c.error_feedback)
+    memory = ErrorFeedback.zeros(devices[1] - devices[0], p, enabled=c.error_feedback)
     log.info("compression: %s at ratio %g, switch %s", name, c.ratio, kind)
-    return Exchange(PerDeviceGrads(model), levels, switch, memory, scale)
+    scale = comm_params / max(p, 1)
+    return Exchange(PerDeviceGrads(model), levels, switch, memory, scale, coll, devices)
 
 
 def injection(cfg: Config, data: Dataset, parts: list[torch.Tensor]) -> Injection | None:
@@ -145,7 +160,7 @@ def dataset(cfg: Config) -> Dataset:
     )
 
 
-def engine(cfg: Config, data: Dataset | None = None) -> Engine:
+def engine(cfg: Config, data: Dataset | None = None, coll: Collective | None = None) -> Engine:
     """Build a simulation engine from a config."""
     data = data if data is not None else dataset(cfg)
     seed = cfg.train.seed
@@ -182,6 +197,10 @@ def engine(cfg: Config, data: Dataset | None = None) -> Engine:
     real = param_count(model)
     comm_params = float(c.emulate_params if c.emulate_params is not None else real)
     log.info("model %s: %d parameters; communication accounted at %d", m.name, real, comm_params)
+    if coll is not None and coll.world > 1:  # every rank starts from rank 0's weights
+        with torch.no_grad():
+            for prm in model.parameters():
+                prm.copy_(coll.broadcast(prm))
     sched = rate_schedule(cfg)
     return Engine(
         model=model,
@@ -196,7 +215,7 @@ def engine(cfg: Config, data: Dataset | None = None) -> Engine:
         schedule=Schedule(t.lr, tuple(t.milestones), t.gamma),
         gen=generator(seed, "streams"),
         eval_batch=cfg.eval.batch_size,
-        exchange=exchange(cfg, model, k, comm_params / max(real, 1)),
+        exchange=exchange(cfg, model, k, comm_params, coll),
         compress_gen=generator(seed, "compress"),
         injection=injection(cfg, data, parts),
         inject_gen=generator(seed, "inject"),

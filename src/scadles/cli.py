@@ -18,8 +18,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from scadles import build, runner
+from scadles.comm import device_slice
 from scadles.config import Config, config_to_dict, dump_toml, load_config, replace_key
 from scadles.errors import UserError
+from scadles.launch import launch
 from scadles.policies import POLICIES
 from scadles.report import comparison, write_json
 from scadles.sweep import parse_grid, run_sweep
@@ -76,6 +78,18 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--out", required=True, type=Path, help="output directory")
     w.add_argument("--quiet", action="store_true", help="no progress bar or table")
     w.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+    la = sub.add_parser(
+        "launch", help="real mode: N processes on torch.distributed (torchrun), gloo or nccl"
+    )
+    common(la)
+    la.add_argument("--out", required=True, type=Path, help="output directory (rank 0 writes)")
+    la.add_argument("--nproc", required=True, type=int, help="processes on this machine")
+    la.add_argument("--nnodes", default=None, help="torchrun --nnodes (multi-machine)")
+    la.add_argument("--node-rank", type=int, default=None, help="torchrun --node-rank")
+    la.add_argument("--master-addr", default=None, help="torchrun --master-addr")
+    la.add_argument("--master-port", type=int, default=None, help="torchrun --master-port")
+    la.add_argument("--max-restarts", type=int, default=0, help="torchrun --max-restarts")
 
     g = sub.add_parser("config", help="print the resolved config (TOML, or JSON with --json)")
     common(g)
@@ -162,6 +176,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_sweep(cfg, parse_grid(args.grid), args.out, progress)
             if not args.quiet:
                 console.print((args.out / "sweep.md").read_text())
+        elif args.command == "launch":
+            nodes = int(args.nnodes) if args.nnodes and args.nnodes.isdigit() else 1
+            device_slice(cfg.devices.count, 0, max(args.nproc, 1) * nodes)  # fail before spawning
+            rest = [*([args.config] if args.config else []), "--out", str(args.out)]
+            for o in args.overrides:
+                rest += ["--set", o]
+            return launch(
+                args.nproc,
+                rest,
+                nnodes=args.nnodes,
+                node_rank=args.node_rank,
+                master_addr=args.master_addr,
+                master_port=args.master_port,
+                max_restarts=args.max_restarts,
+            )
         elif args.command == "compare":
             _compare(cfg, args.out, _policies(args.policies), args.quiet, console)
     except UserError as e:

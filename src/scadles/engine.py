@@ -5,7 +5,7 @@ One step, for all K devices at once (DESIGN.md "Data flow of one step"):
   wait       = arrivals.reserve(short)             devices short of `need` wait for their stream
   start, b   = buffer.take(need)                   (K,) batch sizes
   idx, seg   = replay.indices(start, b)            (N,) packed union batch, device id per row
-  loss       = sum_n w_seg(n)/b_seg(n) * l_n       one forward/backward = weighted mean gradient
+  exchange   = exchange(batch)                     weighted mean gradient (dense or compressed)
   optimizer.step(lr = lr_sched * rule.lr_factor(b))
   timing     = max_i(wait_i + compute_i) + comm    virtual clock
   arrivals   = arrivals.advance(t_end); buffer.push; buffer.end_step (truncation)
@@ -20,13 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from scadles import clock
-from scadles.aggregate import sample_weights
 from scadles.data.buffer import StreamBuffer
 from scadles.data.datasets import Dataset
 from scadles.data.injection import Injection
 from scadles.data.streams import Arrivals, ReplayOrder
-from scadles.exchange import Exchange
-from scadles.models import Segments
+from scadles.exchange import Batch, DenseExchange, Exchange
 from scadles.policies import BatchRule, lr_schedule
 from scadles.report import EvalReport, StepReport
 
@@ -67,7 +65,7 @@ class Engine:
         schedule: Schedule,
         gen: torch.Generator,
         eval_batch: int = 2048,
-        exchange: Exchange | None = None,
+        exchange: Exchange | DenseExchange | None = None,
         compress_gen: torch.Generator | None = None,
         injection: Injection | None = None,
         inject_gen: torch.Generator | None = None,
@@ -85,7 +83,7 @@ class Engine:
         self.schedule = schedule
         self.gen = gen
         self.eval_batch = eval_batch
-        self.exchange = exchange
+        self.exchange = exchange or DenseExchange(model, comm_params)
         self.compress_gen = compress_gen if compress_gen is not None else torch.Generator()
         self.injection = injection
         self.inject_gen = inject_gen if inject_gen is not None else torch.Generator()
@@ -128,28 +126,16 @@ class Engine:
 
         x = self.data.x_train[idx]  # (N, *shape)
         y = self.data.y_train[idx]  # (N,)
-        weights = self.rule.device_weights(b)  # (K,)
+        batch = Batch(x, y, seg, b, self.rule.device_weights(b))
         if not self.model.training:
             self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.exchange is None:  # dense: the union batch in one forward/backward
-            loss, correct = self._union_backward(x, y, seg, b, weights)
-            nbytes = torch.full((self.k,), 4.0 * self.comm_params, dtype=torch.float64)
-            floats, collective, compressed = self.comm_params, "allreduce", False
-        else:
-            ex = self.exchange(x, y, seg, b, weights, int(self.epoch), self.compress_gen)
-            self.exchange.grads.write_grad(self.model, ex.update)
-            loss, correct = ex.loss, ex.correct
-            nbytes, floats, collective, compressed = (
-                ex.nbytes,
-                ex.floats,
-                ex.collective,
-                ex.compressed,
-            )
+        ex = self.exchange(batch, int(self.epoch), self.compress_gen)
+        loss, correct, nbytes = ex.loss, ex.correct, ex.nbytes
         self._apply(b)
 
         compute = clock.compute_time(self.profiles, b)  # (K,)
-        if collective == "allreduce":
+        if ex.collective == "allreduce":
             comm = clock.allreduce_time(self.profiles, float(nbytes.max()))
             on_wire = 2.0 * (self.k - 1) / self.k * float(nbytes.sum())
         else:
@@ -181,24 +167,13 @@ class Engine:
             arrived=int((arrived + short).sum()),
             dropped=int(dropped.sum()),
             bytes_sent=on_wire,
-            floats_sent=floats,
-            compressed=compressed,
+            floats_sent=ex.floats,
+            compressed=ex.compressed,
             injected=injected,
             injection_bytes=2.0 * injected * self.sample_bytes,  # up at the sender, down here
             epoch=self.epoch,
             host_s=time.perf_counter() - host0,
         )
-
-    def _union_backward(
-        self, x: torch.Tensor, y: torch.Tensor, seg: torch.Tensor, b: torch.Tensor, w: torch.Tensor
-    ) -> tuple[float, int]:
-        """Backpropagate the weighted union-batch loss; return (loss, #correct before update)."""
-        pw = sample_weights(seg, b, w).float()  # (N,)
-        logits = self.model(x, Segments(seg, self.k, None))  # (N, C)
-        loss = (F.cross_entropy(logits, y, reduction="none") * pw).sum()
-        loss.backward()  # type: ignore[no-untyped-call]
-        correct = int((logits.detach().argmax(dim=1) == y).sum())
-        return float(loss.detach()), correct
 
     def _apply(self, b: torch.Tensor) -> None:
         """Step the optimizer at the scheduled, batch-scaled learning rate (paper Eq. 4c)."""

@@ -1,14 +1,19 @@
-"""The compressed gradient exchange of one step, for all K devices at once (GRACE order).
+"""The gradient exchange of one step: local gradients in, the aggregated update on p.grad out.
 
+Dense (no compression): the union batch of this rank's devices goes through one forward/backward
+with per-sample weights w_i / b_i (the weighted mean of per-device gradients), then one all-reduce.
+
+Compressed, for all local devices at once (GRACE order):
   g      = per-device mean-loss gradients                       (K, P), torch.func vmap
   acc    = feedback.compensate(g)                               g_i + e_i
-  level  = switch.decide(acc, Topk(acc), epoch, g)              collective: one level for all
+  level  = switch.decide(acc, Topk(acc), epoch, g)              votes summed over ranks
   send   = levels[level].compress(acc); feedback.update(acc, decompress(send))
   update = levels[level].aggregate(send, w)                     sum_i w_i * decompressed_i  (P,)
 
 The weight w_i = b_i / sum_j b_j travels beside the payload (Flower style), so every compressor
-gets weighted aggregation. Bytes are scaled by `scale` when communication is accounted at an
-emulated model size.
+gets weighted aggregation. Across ranks, all-gather payloads are gathered and aggregated in one
+place, all-reduce payloads are aggregated locally and summed. Bytes are scaled by `scale` when
+communication is accounted at an emulated model size.
 """
 
 from __future__ import annotations
@@ -16,25 +21,99 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
+from scadles.aggregate import sample_weights
+from scadles.comm import Collective, LocalCollective
 from scadles.compress.base import Compressor, Payload
 from scadles.compress.feedback import ErrorFeedback
-from scadles.compress.switch import Switch
-from scadles.grads import PerDeviceGrads
+from scadles.compress.switch import CodeSwitch, ScadlesSwitch, Switch
+from scadles.grads import PerDeviceGrads, write_flat_grad
+from scadles.models import Segments
 
 
 @dataclass(frozen=True, slots=True)
 class Exchanged:
-    """What one exchange produced and what it cost."""
+    """What one exchange cost and what the batch scored before the update."""
 
-    update: torch.Tensor  # (P,) aggregated gradient
     nbytes: torch.Tensor  # (K,) float64 bytes each device sends (accounted size)
     floats: float  # values each device sends, mean over devices (accounted size)
     collective: str  # "allreduce" or "allgather"
-    level: int
     compressed: bool
-    loss: float  # weighted mean training loss
-    correct: int  # prequential hits: rows scored correctly before this update
+    loss: float  # weighted mean training loss over all devices
+    correct: int  # prequential hits over all devices: rows right before this update
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One step's union batch, global view (every rank knows every device's batch size)."""
+
+    x: torch.Tensor  # (N, *shape)
+    y: torch.Tensor  # (N,)
+    seg: torch.Tensor  # (N,) device ids
+    b: torch.Tensor  # (K,) batch sizes
+    weights: torch.Tensor  # (K,) aggregation weights, sum 1
+
+    def local(self, lo: int, hi: int) -> Batch:
+        """Return the rows and weights of devices [lo, hi), device ids renumbered from 0."""
+        if lo == 0 and hi == len(self.b):
+            return self
+        keep = (self.seg >= lo) & (self.seg < hi)
+        return Batch(
+            self.x[keep], self.y[keep], self.seg[keep] - lo, self.b[lo:hi], self.weights[lo:hi]
+        )
+
+
+def _sum(coll: Collective, value: float) -> float:
+    return float(coll.all_reduce(torch.tensor([value], dtype=torch.float64))[0])
+
+
+class DenseExchange:
+    """Weighted union-batch backward on this rank's devices, then an all-reduce of gradients."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        comm_params: float,
+        coll: Collective | None = None,
+        devices: tuple[int, int] = (0, 0),
+    ) -> None:
+        self.model = model
+        self.comm_params = comm_params
+        self.coll = coll or LocalCollective()
+        self.devices = devices
+
+    def __call__(self, batch: Batch, epoch: int, gen: torch.Generator) -> Exchanged:
+        """Leave the weighted mean gradient of all devices in p.grad; return its accounting."""
+        k = len(batch.b)
+        lo, hi = self.devices if self.devices[1] else (0, k)
+        mine = batch.local(lo, hi)
+        pw = sample_weights(mine.seg, mine.b, mine.weights).float()  # (N_local,)
+        logits = self.model(mine.x, Segments(mine.seg, hi - lo, None))  # (N_local, C)
+        loss = (F.cross_entropy(logits, mine.y, reduction="none") * pw).sum()
+        loss.backward()  # type: ignore[no-untyped-call]
+        correct = int((logits.detach().argmax(dim=1) == mine.y).sum())
+        total_loss, total_correct = float(loss.detach()), correct
+        if self.coll.world > 1:
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            flat = self.coll.all_reduce(torch.cat([p.grad.reshape(-1) for p in params]))  # type: ignore[union-attr]
+            write_flat_grad(params, flat)
+            _sync_buffers(self.model, self.coll, float(mine.b.sum()) / max(float(batch.b.sum()), 1))
+            total_loss, total_correct = _sum(self.coll, total_loss), int(_sum(self.coll, correct))
+        nbytes = torch.full((k,), 4.0 * self.comm_params, dtype=torch.float64)
+        return Exchanged(nbytes, self.comm_params, "allreduce", False, total_loss, total_correct)
+
+
+@torch.no_grad()
+def _sync_buffers(model: torch.nn.Module, coll: Collective, share: float) -> None:
+    """Average float buffers (BatchNorm running stats) over ranks, weighted by rows trained.
+
+    Running-stat updates are linear in the batch statistics, so the row-weighted mean of the
+    ranks' buffers equals the single-process update over all devices.
+    """
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            buf.copy_(coll.all_reduce(buf * share))
 
 
 class Exchange:
@@ -47,49 +126,74 @@ class Exchange:
         switch: Switch,
         feedback: ErrorFeedback,
         scale: float = 1.0,
+        coll: Collective | None = None,
+        devices: tuple[int, int] = (0, 0),
     ) -> None:
         self.grads = grads
         self.levels = levels
         self.switch = switch
         self.feedback = feedback
         self.scale = scale
+        self.coll = coll or LocalCollective()
+        self.devices = devices
 
-    def __call__(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        seg: torch.Tensor,
-        b: torch.Tensor,
-        weights: torch.Tensor,
-        epoch: int,
-        gen: torch.Generator,
-    ) -> Exchanged:
-        """Run the exchange for one step; weights (K,) sum to 1 over devices with data."""
-        g, loss, logits = self.grads(x, y, seg, b)  # (K, P), (K,), (N, C)
-        acc = self.feedback.compensate(g)  # (K, P)
+    def __call__(self, batch: Batch, epoch: int, gen: torch.Generator) -> Exchanged:
+        """Leave the aggregated (compressed) update in p.grad; return its accounting."""
+        k = len(batch.b)
+        lo, hi = self.devices if self.devices[1] else (0, k)
+        mine = batch.local(lo, hi)
+        g, loss, logits = self.grads(mine.x, mine.y, mine.seg, mine.b)  # (K_l, P), (K_l,), (N_l, C)
+        acc = self.feedback.compensate(g)  # (K_l, P)
         probe = len(self.levels) - 1  # the most compressed level informs the switch
         sent = self.levels[probe].compress(acc, gen)
-        kept = self.levels[probe].decompress(sent)  # (K, P)
-        level = self.switch.decide(acc, kept, epoch, grad=g)
+        kept = self.levels[probe].decompress(sent)  # (K_l, P)
+        level = self._level(self.switch.decide(acc, kept, epoch, grad=g), k)
         if level != probe:
             sent = self.levels[level].compress(acc, gen)
             kept = self.levels[level].decompress(sent)
         self.feedback.update(acc, kept)
-        update = self.levels[level].aggregate(sent, weights.to(acc.dtype))  # (P,)
-        correct = int((logits.argmax(dim=1) == y).sum())
-        return self._result(sent, update, level, float(weights.to(loss.dtype) @ loss), correct)
-
-    def _result(
-        self, sent: Payload, update: torch.Tensor, level: int, loss: float, correct: int
-    ) -> Exchanged:
-        name = getattr(self.levels[level], "name", "")
+        comp = self.levels[level]
+        sent = self._gather(sent)
+        w = (batch.weights if sent.nbytes.numel() == k else mine.weights).to(acc.dtype)
+        update = comp.aggregate(sent, w)  # (P,)
+        if sent.collective == "allreduce" and self.coll.world > 1:
+            update = self.coll.all_reduce(update)
+        self.grads.write_grad(self.grads.model, update)
+        correct = int((logits.argmax(dim=1) == mine.y).sum())
+        wloss = float(mine.weights.to(loss.dtype) @ loss)
+        if self.coll.world > 1:
+            wloss, correct = _sum(self.coll, wloss), int(_sum(self.coll, correct))
+        nbytes = sent.nbytes.double()
+        if nbytes.numel() != k:
+            nbytes = self.coll.all_gather(nbytes).reshape(k)
+        name = getattr(comp, "name", "")
         return Exchanged(
-            update=update,
-            nbytes=sent.nbytes.double() * self.scale,
-            floats=float(sent.floats.double().mean()) * self.scale,
+            nbytes=nbytes * self.scale,
+            floats=float(nbytes.numel() and sent.floats.double().mean()) * self.scale,
             collective=sent.collective,
-            level=level,
             compressed=name not in ("identity", "none"),
-            loss=loss,
+            loss=wloss,
             correct=correct,
         )
+
+    def _level(self, local: int, k: int) -> int:
+        """Return the level every rank uses: the vote over all K devices (paper 2.4 [C])."""
+        if self.coll.world == 1:
+            return local
+        sw = self.switch
+        if isinstance(sw, ScadlesSwitch | CodeSwitch):
+            votes = int(_sum(self.coll, float(sw.last_votes)))
+            return int(votes * 2 >= k) if isinstance(sw, ScadlesSwitch) else int(votes >= k // 2)
+        return int(self.coll.broadcast(torch.tensor([local]))[0])
+
+    def _gather(self, sent: Payload) -> Payload:
+        """All-gather an all-gather payload so every rank holds all K devices' blocks."""
+        if sent.collective != "allgather" or self.coll.world == 1:
+            return sent
+
+        def cat(t: torch.Tensor) -> torch.Tensor:
+            g = self.coll.all_gather(t)  # (world, K_l, ...)
+            return g.reshape(g.shape[0] * g.shape[1], *g.shape[2:])
+
+        data = {name: cat(t) for name, t in sent.data.items()}
+        return Payload(data, cat(sent.nbytes), cat(sent.floats), sent.collective)

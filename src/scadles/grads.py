@@ -245,10 +245,14 @@ class PerDeviceGrads:
 
     def write_grad(self, model: nn.Module, flat: Tensor) -> None:
         """Set p.grad of model's trainable parameters from a flat vector (P,) in parameter order."""
-        params = [p for _, p in _trainable(model)]
-        for p, chunk in zip(params, torch.split(flat, [p.numel() for p in params]), strict=True):
-            value = chunk.reshape(p.shape).to(p.dtype)
-            if p.grad is None:
-                p.grad = value.clone()
-            else:
-                p.grad.copy_(value)
+        write_flat_grad([p for _, p in _trainable(model)], flat)
+
+
+def write_flat_grad(params: list[nn.Parameter], flat: Tensor) -> None:
+    """Set p.grad of each parameter from consecutive chunks of a flat vector (P,)."""
+    for p, chunk in zip(params, torch.split(flat, [p.numel() for p in params]), strict=True):
+        value = chunk.reshape(p.shape).to(p.dtype)
+        if p.grad is None:
+            p.grad = value.clone()
+        else:
+            p.grad.copy_(value)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from scadles import build
+from scadles.comm import Collective
 from scadles.config import Config, config_to_dict
 from scadles.data.datasets import Dataset
 from scadles.data.injection import exposure
@@ -37,25 +38,54 @@ def _write_label_view(counts: torch.Tensor, out: Path) -> None:
     plot_label_distribution(counts, out / "label_distribution.png")
 
 
+class _Discard:
+    """A writer that keeps nothing (ranks other than 0 in real mode)."""
+
+    def write(self, obj: object) -> None:
+        """Drop obj."""
+
+    def __enter__(self) -> _Discard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _writer(path: Path, keep: bool) -> JsonlWriter | _Discard:
+    return JsonlWriter(path) if keep else _Discard()
+
+
 def run(
-    cfg: Config, out: Path, *, progress: Progress | None = None, data: Dataset | None = None
+    cfg: Config,
+    out: Path,
+    *,
+    progress: Progress | None = None,
+    data: Dataset | None = None,
+    coll: Collective | None = None,
 ) -> dict[str, Any]:
-    """Train under cfg, writing config.json, steps.jsonl, evals.jsonl, summary.json into out."""
+    """Train under cfg, writing config.json, steps.jsonl, evals.jsonl, summary.json and the
+    final model.pt into out (in real mode, rank 0 writes; every rank trains its devices)."""
     host0 = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config_to_dict(cfg))
+    lead = coll is None or coll.rank == 0
     data = data if data is not None else build.dataset(cfg)
-    counts = label_counts(data.y_train, build.partitions(cfg, data), data.num_classes)  # (K, C)
-    _write_label_view(counts, out)
-    eng = build.engine(cfg, data)
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", config_to_dict(cfg))
+        counts = label_counts(data.y_train, build.partitions(cfg, data), data.num_classes)
+        _write_label_view(counts, out)  # (K, C) label skew
+    eng = build.engine(cfg, data, coll)
     t = cfg.train
     total, unit = _budget(cfg)
     acc = SummaryAccumulator(target_accuracy=cfg.eval.target_accuracy, metric=cfg.eval.metric)
     every = cfg.eval.every
-    with JsonlWriter(out / "steps.jsonl") as steps, JsonlWriter(out / "evals.jsonl") as evals:
-        first = eng.evaluate()
-        evals.write(first)
-        acc.update_eval(first)
+    with (
+        _writer(out / "steps.jsonl", lead) as steps,
+        _writer(out / "evals.jsonl", lead) as evals,
+    ):
+        if lead:
+            first = eng.evaluate()
+            evals.write(first)
+            acc.update_eval(first)
         last_eval = 0
         while True:
             c = eng.counters
@@ -66,7 +96,7 @@ def run(
             rep = eng.step()
             steps.write(rep)
             acc.update(rep)
-            if rep.step % every == 0:
+            if rep.step % every == 0 and lead:
                 ev = eng.evaluate()
                 evals.write(ev)
                 acc.update_eval(ev)
@@ -74,7 +104,7 @@ def run(
             if progress is not None:
                 done = rep.step if unit == "steps" else rep.sim_time_s
                 progress(min(done, total), total, f"{cfg.policy.name} step {rep.step}")
-        if eng.counters.step != last_eval:
+        if eng.counters.step != last_eval and lead:
             ev = eng.evaluate()
             evals.write(ev)
             acc.update_eval(ev)
@@ -93,5 +123,7 @@ def run(
         exposure=float(exposed.mean()),
         exposure_per_device=exposed.tolist(),
     )
-    write_json(out / "summary.json", summary)
+    if lead:
+        write_json(out / "summary.json", summary)
+        torch.save(eng.model.state_dict(), out / "model.pt")
     return summary

@@ -1,0 +1,91 @@
+"""Real mode: one process per rank under torchrun, each training its slice of the devices.
+
+`scadles launch --nproc N CONFIG ...` starts `python -m torch.distributed.run ... -m
+scadles.launch CONFIG ...`; this module is what every rank runs. gloo on CPU, nccl on CUDA.
+Across machines, pass torchrun's own flags (--nnodes, --node-rank, --master-addr, --master-port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from scadles import runner
+from scadles.comm import TorchCollective
+from scadles.config import load_config, replace_key
+from scadles.errors import UserError
+
+
+def torchrun_command(
+    nproc: int,
+    rest: Sequence[str],
+    *,
+    nnodes: str | None = None,
+    node_rank: int | None = None,
+    master_addr: str | None = None,
+    master_port: int | None = None,
+    max_restarts: int = 0,
+) -> list[str]:
+    """Return the torchrun command line that runs this module on nproc local processes."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if nnodes is None:
+        cmd.append("--standalone")
+    else:
+        cmd.append(f"--nnodes={nnodes}")
+        if node_rank is not None:
+            cmd.append(f"--node-rank={node_rank}")
+        if master_addr is not None:
+            cmd.append(f"--master-addr={master_addr}")
+        if master_port is not None:
+            cmd.append(f"--master-port={master_port}")
+    cmd += [f"--max-restarts={max_restarts}", "-m", "scadles.launch", *rest]
+    return cmd
+
+
+def launch(nproc: int, rest: Sequence[str], **flags: object) -> int:
+    """Run the job under torchrun and return its exit status."""
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {nproc}")
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = torchrun_command(nproc, rest, **flags)  # type: ignore[arg-type]
+    return subprocess.run(cmd, env=env, check=False).returncode
+
+
+def _rank_main(argv: Sequence[str] | None = None) -> int:
+    """Train this rank's devices; rank 0 writes the run directory."""
+    p = argparse.ArgumentParser(prog="scadles.launch")
+    p.add_argument("config", nargs="?", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--out", required=True, type=Path)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    device = None
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    try:
+        cfg = replace_key(load_config(args.config, args.overrides), "run.mode", "dist")
+        runner.run(cfg, args.out, coll=TorchCollective(device))
+    except UserError as e:
+        if dist.get_rank() == 0:
+            print(f"scadles: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_rank_main())

@@ -1,0 +1,52 @@
+"""Real mode vs simulator: N gloo processes on loopback end with the simulator's parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from scadles.cli import main
+
+pytestmark = pytest.mark.dist
+
+BASE = [
+    "--set", "data.name=synthetic",
+    "--set", "data.n_train=2000",
+    "--set", "data.n_test=200",
+    "--set", "model.name=mlp",
+    "--set", "devices.count=4",
+    "--set", "train.steps=20",
+    "--set", "eval.every=10",
+    "--set", "streams.rates=[20, 40, 64, 90]",
+]  # fmt: skip
+TOPK = ["--set", "compress.name=topk", "--set", "compress.policy=scadles"]
+BN = ["--set", "model.norm=batch"]
+
+
+def params(run: Path) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = torch.load(run / "model.pt")
+    return state
+
+
+@pytest.mark.parametrize(
+    ("nproc", "extra"),
+    [(2, []), (4, []), (2, TOPK), (4, TOPK), (2, BN)],
+    ids=["2-dense", "4-dense", "2-topk", "4-topk", "2-dense-batchnorm"],
+)
+def test_gloo_processes_match_the_simulator(nproc: int, extra: list[str], tmp_path: Path) -> None:
+    args = [*BASE, *extra]
+    assert main(["run", *args, "--out", str(tmp_path / "sim"), "--quiet"]) == 0
+    assert main(["launch", "--nproc", str(nproc), *args, "--out", str(tmp_path / "dist")]) == 0
+    sim, real = params(tmp_path / "sim"), params(tmp_path / "dist")
+    assert sim.keys() == real.keys()
+    for name in sim:
+        assert torch.allclose(sim[name], real[name], atol=1e-5, rtol=0), name
+    steps = (tmp_path / "dist" / "steps.jsonl").read_text().splitlines()
+    assert len(steps) == 20
+
+
+def test_device_count_must_divide_over_processes(tmp_path: Path) -> None:
+    args = [*BASE, "--set", "devices.count=3", "--set", "streams.rates=[20, 40, 64]"]
+    assert main(["launch", "--nproc", "2", *args, "--out", str(tmp_path)]) == 2
