@@ -135,3 +135,20 @@ def test_evaluate_reports_fractions() -> None:
     ev = eng.evaluate()
     assert 0.0 <= ev.top1 <= ev.top5 <= 1.0
     assert ev.loss > 0
+
+
+def test_non_finite_gradient_step_is_skipped_and_counted() -> None:
+    eng = make_engine([16.0, 16.0], "ddl")
+    eng.step()
+    before = [p.detach().clone() for p in eng.model.parameters()]
+    x = eng.data.x_train
+    saved = x.clone()
+    x[:] = float("nan")  # a device whose data contains NaN poisons the aggregated gradient
+    eng.step()
+    assert eng.skipped_nonfinite == 1
+    for p, q in zip(eng.model.parameters(), before, strict=True):
+        assert torch.equal(p, q)  # never applied
+    x.copy_(saved)
+    eng.step()
+    assert eng.skipped_nonfinite == 1
+    assert all(torch.isfinite(p).all() for p in eng.model.parameters())

@@ -13,6 +13,7 @@ One step, for all K devices at once (DESIGN.md "Data flow of one step"):
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from scadles.data.streams import Arrivals, ReplayOrder
 from scadles.exchange import Batch, DenseExchange, Exchange
 from scadles.policies import BatchRule, lr_schedule
 from scadles.report import EvalReport, StepReport
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,7 @@ class Engine:
         self.shared = torch.zeros(self.k, dtype=torch.int64)  # (K,) own samples sent to others
         self.own_trained = torch.zeros(self.k, dtype=torch.int64)  # (K,) own samples trained
         self._last_lr = schedule.lr
+        self.skipped_nonfinite = 0
 
     @property
     def epoch(self) -> float:
@@ -130,9 +134,19 @@ class Engine:
         if not self.model.training:
             self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        stats = [t.clone() for t in self.model.buffers() if t.is_floating_point()]  # BN stats
         ex = self.exchange(batch, int(self.epoch), self.compress_gen)
         loss, correct, nbytes = ex.loss, ex.correct, ex.nbytes
-        self._apply(b)
+        finite = self._grads_finite()
+        if finite:
+            self._apply(b)
+        else:  # like GradScaler: a step with NaN/Inf in the aggregated gradient is not applied
+            self.skipped_nonfinite += 1
+            float_buffers = (t for t in self.model.buffers() if t.is_floating_point())
+            with torch.no_grad():
+                for t, old in zip(float_buffers, stats, strict=True):
+                    t.copy_(old)
+            log.warning("step %d: non-finite aggregated gradient; update skipped", c.step + 1)
 
         compute = clock.compute_time(self.profiles, b)  # (K,)
         if ex.collective == "allreduce":
@@ -174,6 +188,11 @@ class Engine:
             epoch=self.epoch,
             host_s=time.perf_counter() - host0,
         )
+
+    def _grads_finite(self) -> bool:
+        """Return whether every aggregated gradient value is finite (identical on every rank)."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
 
     def _apply(self, b: torch.Tensor) -> None:
         """Step the optimizer at the scheduled, batch-scaled learning rate (paper Eq. 4c)."""

@@ -120,6 +120,7 @@ def run(
         samples_dropped=int(buf.dropped.sum()),
         samples_held=int(buf.held.sum()),
         samples_trained=int(buf.trained.sum()),
+        steps_skipped_nonfinite=eng.skipped_nonfinite,
         exposure=float(exposed.mean()),
         exposure_per_device=exposed.tolist(),
     )
