@@ -50,7 +50,21 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train one policy; write config, steps, evals, summary")
     common(r)
-    r.add_argument("--out", required=True, type=Path, help="output directory")
+    r.add_argument("--out", type=Path, help="output directory (required unless --resume)")
+    r.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="write DIR/checkpoint.pt atomically every N steps",
+    )
+    r.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="continue the run in DIR from its checkpoint (config: DIR/config.json unless given)",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bar or table")
     r.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
 
@@ -163,12 +177,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
     try:
+        if getattr(args, "resume", None) is not None:
+            if args.out is not None and args.out != args.resume:
+                raise UserError(f"--out {args.out} differs from --resume {args.resume}")
+            args.out = args.resume
+            if args.config is None:
+                args.config = str(args.resume / "config.json")
+        if args.command == "run" and args.out is None:
+            raise UserError("run: --out DIR is required (or --resume DIR)")
+        if getattr(args, "checkpoint_every", None) is not None and args.checkpoint_every < 1:
+            raise UserError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
         cfg = load_config(args.config, args.overrides)
         if args.command == "config":
             print(json.dumps(config_to_dict(cfg), indent=2) if args.json else dump_toml(cfg))
         elif args.command == "run":
             with _progress(args.quiet, console) as progress:
-                summary = runner.run(cfg, args.out, progress=progress)
+                summary = runner.run(
+                    cfg,
+                    args.out,
+                    progress=progress,
+                    checkpoint_every=args.checkpoint_every,
+                    resume=args.resume is not None,
+                )
             if not args.quiet:
                 console.print_json(json.dumps(summary))
         elif args.command == "sweep":

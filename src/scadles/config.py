@@ -174,7 +174,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
 
 
 def _read_toml(path: str | Path | None) -> dict[str, Any]:
-    """Parse the TOML file at `path`, or the packaged demo when `path` is None."""
+    """Parse the TOML (or resolved .json) file at `path`, or the packaged demo when None."""
     try:
         if path is None:
             text = resources.files("scadles").joinpath("configs/demo.toml").read_text("utf-8")
@@ -182,6 +182,14 @@ def _read_toml(path: str | Path | None) -> dict[str, Any]:
             text = Path(path).expanduser().read_text("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"config: cannot read {path}: {err.__class__.__name__}") from None
+    if path is not None and Path(path).suffix == ".json":  # a run's resolved config.json
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"config: {path} is not valid JSON: {err}") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"config: {path} must hold a JSON object")
+        return loaded
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import Any
 
 import torch
 
-from scadles import build
+from scadles import build, checkpoint
 from scadles.comm import Collective
 from scadles.config import Config, config_to_dict
 from scadles.data.datasets import Dataset
@@ -51,8 +53,16 @@ class _Discard:
         return None
 
 
-def _writer(path: Path, keep: bool) -> JsonlWriter | _Discard:
-    return JsonlWriter(path) if keep else _Discard()
+def _writer(path: Path, keep: bool, append: bool) -> JsonlWriter | _Discard:
+    return JsonlWriter(path, append=append) if keep else _Discard()
+
+
+def _truncate(path: Path, lines: int) -> None:
+    """Keep the first `lines` lines of a JSONL file (records written after a checkpoint)."""
+    kept = path.read_text().splitlines(keepends=True)[:lines] if path.is_file() else []
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
 
 
 def run(
@@ -62,15 +72,23 @@ def run(
     progress: Progress | None = None,
     data: Dataset | None = None,
     coll: Collective | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train under cfg, writing config.json, steps.jsonl, evals.jsonl, summary.json and the
-    final model.pt into out (in real mode, rank 0 writes; every rank trains its devices)."""
+    final model.pt into out (in real mode, rank 0 writes; every rank trains its devices).
+
+    With checkpoint_every, out/checkpoint.pt is rewritten atomically every that many steps;
+    with resume, the run continues from it and ends with the files an uninterrupted run writes.
+    """
     host0 = time.perf_counter()
     lead = coll is None or coll.rank == 0
     data = data if data is not None else build.dataset(cfg)
-    if lead:
+    resolved = config_to_dict(cfg)
+    saved = checkpoint.load(out / checkpoint.FILE, resolved) if resume else None
+    if lead and saved is None:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", config_to_dict(cfg))
+        write_json(out / "config.json", resolved)
         counts = label_counts(data.y_train, build.partitions(cfg, data), data.num_classes)
         _write_label_view(counts, out)  # (K, C) label skew
     eng = build.engine(cfg, data, coll)
@@ -78,15 +96,28 @@ def run(
     total, unit = _budget(cfg)
     acc = SummaryAccumulator(target_accuracy=cfg.eval.target_accuracy, metric=cfg.eval.metric)
     every = cfg.eval.every
-    with (
-        _writer(out / "steps.jsonl", lead) as steps,
-        _writer(out / "evals.jsonl", lead) as evals,
-    ):
+    last_eval = n_evals = 0
+    if saved is not None:
+        checkpoint.restore_engine(eng, saved["engine"])
+        acc.__dict__.update(copy.deepcopy(saved["summary"]))
+        last_eval, n_evals = int(saved["last_eval"]), int(saved["evals_lines"])
         if lead:
-            first = eng.evaluate()
-            evals.write(first)
-            acc.update_eval(first)
-        last_eval = 0
+            _truncate(out / "steps.jsonl", eng.counters.step)
+            _truncate(out / "evals.jsonl", n_evals)
+    with (
+        _writer(out / "steps.jsonl", lead, saved is not None) as steps,
+        _writer(out / "evals.jsonl", lead, saved is not None) as evals,
+    ):
+
+        def evaluate() -> None:
+            nonlocal n_evals
+            ev = eng.evaluate()
+            evals.write(ev)
+            acc.update_eval(ev)
+            n_evals += 1
+
+        if lead and saved is None:
+            evaluate()
         while True:
             c = eng.counters
             if t.steps is not None and c.step >= t.steps:
@@ -97,17 +128,18 @@ def run(
             steps.write(rep)
             acc.update(rep)
             if rep.step % every == 0 and lead:
-                ev = eng.evaluate()
-                evals.write(ev)
-                acc.update_eval(ev)
+                evaluate()
                 last_eval = rep.step
+            if checkpoint_every and rep.step % checkpoint_every == 0 and lead:
+                state: dict[str, Any] = {"engine": checkpoint.engine_state(eng)}
+                state |= {"summary": vars(acc), "last_eval": last_eval}
+                state |= {"evals_lines": n_evals, "config": resolved}
+                checkpoint.save(out / checkpoint.FILE, state)
             if progress is not None:
                 done = rep.step if unit == "steps" else rep.sim_time_s
                 progress(min(done, total), total, f"{cfg.policy.name} step {rep.step}")
         if eng.counters.step != last_eval and lead:
-            ev = eng.evaluate()
-            evals.write(ev)
-            acc.update_eval(ev)
+            evaluate()
     buf = eng.buffer
     exposed = exposure(eng.shared, eng.own_trained)  # (K,) fraction of own samples that left
     summary = acc.finish(
