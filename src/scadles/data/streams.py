@@ -114,6 +114,8 @@ class ReplayOrder:
         self.seed = seed
         self._cached_pass = torch.full((k,), -1, dtype=torch.int64)  # (K,)
         self._cached = torch.zeros_like(self.table)  # (K, n_max) permutation of that pass
+        self._last_n: torch.Tensor | None = None
+        self._last_layout = (self.sizes, self.sizes, self.sizes)
 
     def _perms(self, dev: torch.Tensor, pas: torch.Tensor) -> torch.Tensor:
         """Return the permutation of positions for each (device, pass) row."""  # (R, n_max)
@@ -126,13 +128,23 @@ class ReplayOrder:
         )
         return torch.argsort(keys, dim=1)
 
-    def indices(self, start: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return dataset indices (N,) and device ids (N,) of arrivals [start_i, start_i + n_i)."""
+    def _layout(self, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return device id, offset within the device and partition size of every row.
+
+        Cached for the last batch sizes: under ScaDLES they repeat step after step.
+        """
+        if self._last_n is not None and torch.equal(n, self._last_n):
+            return self._last_layout
         k = int(n.numel())
         dev = torch.repeat_interleave(torch.arange(k), n)  # (N,)
         offs = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+        self._last_n, self._last_layout = n.clone(), (dev, offs, self.sizes[dev])
+        return self._last_layout
+
+    def indices(self, start: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return dataset indices (N,) and device ids (N,) of arrivals [start_i, start_i + n_i)."""
+        dev, offs, size = self._layout(n)  # (N,) each
         m = start[dev] + offs  # (N,) arrival numbers
-        size = self.sizes[dev]
         pas, pos = m // size, m % size
         first = start // self.sizes.clamp(min=1)  # (K,) pass of each device's first arrival
         stale = (first != self._cached_pass) & (n > 0)
