@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 PAPER_TOP5 = {0.0: 58.0, 0.05: 67.5, 0.1: 74.0, 0.25: 87.0, 0.5: 93.0}  # Fig. 8, ResNet152, by eye
 
