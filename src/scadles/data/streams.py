@@ -61,6 +61,8 @@ class Arrivals:
         Devices with n_i == 0 get t0. The caller pushes the n_i samples into the buffer at once.
         """
         n = n.to(torch.int64)
+        if not bool((n > 0).any()):  # nobody waits (ScaDLES' usual step): nothing to draw
+            return torch.full(n.shape, t0, dtype=torch.float64)
         extra = (
             _gamma_int((n - 1).clamp(min=0), gen) if self.poisson else (n - 1).clamp(min=0).double()
         )
