@@ -55,8 +55,8 @@ class Batch:
     weights: torch.Tensor  # (K,) aggregation weights, sum 1
 
     def local(self, lo: int, hi: int) -> Batch:
-        """Return the rows and weights of devices [lo, hi), device ids renumbered from 0."""
-        if lo == 0 and hi == len(self.b):
+        """Return the rows and weights of devices [lo, hi) (hi = 0: all), ids renumbered from 0."""
+        if lo == 0 and hi in (0, len(self.b)):
             return self
         keep = (self.seg >= lo) & (self.seg < hi)
         return Batch(
@@ -86,10 +86,9 @@ class DenseExchange:
     def __call__(self, batch: Batch, epoch: int, gen: torch.Generator) -> Exchanged:
         """Leave the weighted mean gradient of all devices in p.grad; return its accounting."""
         k = len(batch.b)
-        lo, hi = self.devices if self.devices[1] else (0, k)
-        mine = batch.local(lo, hi)
+        mine = batch.local(*self.devices)
         pw = sample_weights(mine.seg, mine.b, mine.weights).float()  # (N_local,)
-        logits = self.model(mine.x, Segments(mine.seg, hi - lo, None))  # (N_local, C)
+        logits = self.model(mine.x, Segments(mine.seg, len(mine.b), None))  # (N_local, C)
         loss = (F.cross_entropy(logits, mine.y, reduction="none") * pw).sum()
         loss.backward()  # type: ignore[no-untyped-call]
         correct = int((logits.detach().argmax(dim=1) == mine.y).sum())
@@ -140,8 +139,7 @@ class Exchange:
     def __call__(self, batch: Batch, epoch: int, gen: torch.Generator) -> Exchanged:
         """Leave the aggregated (compressed) update in p.grad; return its accounting."""
         k = len(batch.b)
-        lo, hi = self.devices if self.devices[1] else (0, k)
-        mine = batch.local(lo, hi)
+        mine = batch.local(*self.devices)
         g, loss, logits = self.grads(mine.x, mine.y, mine.seg, mine.b)  # (K_l, P), (K_l,), (N_l, C)
         acc = self.feedback.compensate(g)  # (K_l, P)
         probe = len(self.levels) - 1  # the most compressed level informs the switch
