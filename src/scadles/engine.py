@@ -192,7 +192,10 @@ class Engine:
     def _grads_finite(self) -> bool:
         """Return whether every aggregated gradient value is finite (identical on every rank)."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+        if not grads:
+            return True
+        norms = torch._foreach_norm(grads)  # one fused call; NaN or Inf anywhere shows in a norm
+        return bool(torch.isfinite(torch.stack(norms)).all())
 
     def _apply(self, b: torch.Tensor) -> None:
         """Step the optimizer at the scheduled, batch-scaled learning rate (paper Eq. 4c)."""
