@@ -1,4 +1,4 @@
-"""The `scadles` command: run, compare, config.
+"""The `scadles` command: run, compare, sweep, launch, config, report.
 
 Exit status: 0 on success, 2 on bad input (one line on stderr naming the key, the value and what
 is allowed), 1 on any other failure.
@@ -10,14 +10,14 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from scadles import build, runner
+from scadles import build, html_report, runner
 from scadles.comm import device_slice
 from scadles.config import Config, config_to_dict, dump_toml, load_config, replace_key
 from scadles.errors import UserError
@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="continue the run in DIR from its checkpoint (config: DIR/config.json unless given)",
     )
+    r.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard scalars to DIR/tensorboard (needs scadles[tensorboard])",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bar or table")
     r.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
 
@@ -108,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("config", help="print the resolved config (TOML, or JSON with --json)")
     common(g)
     g.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    html_report.add_parser(sub)
     return p
 
 
@@ -168,6 +174,10 @@ def _compare(cfg: Config, out: Path, policies: list[str], quiet: bool, console: 
         console.print(f"wrote {out / 'comparison.md'} and {len(plots)} plots in {out}")
 
 
+# commands with their own parser and entry point (no config of their own)
+_STANDALONE: dict[str, Callable[[argparse.Namespace], int]] = {"report": html_report.main}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
@@ -177,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
     try:
+        if args.command in _STANDALONE:
+            return _STANDALONE[args.command](args)
         if getattr(args, "resume", None) is not None:
             if args.out is not None and args.out != args.resume:
                 raise UserError(f"--out {args.out} differs from --resume {args.resume}")
@@ -198,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     progress=progress,
                     checkpoint_every=args.checkpoint_every,
                     resume=args.resume is not None,
+                    tensorboard=args.tensorboard,
                 )
             if not args.quiet:
                 console.print_json(json.dumps(summary))

@@ -97,6 +97,8 @@ class Engine:
         self.own_trained = torch.zeros(self.k, dtype=torch.int64)  # (K,) own samples trained
         self._last_lr = schedule.lr
         self.skipped_nonfinite = 0
+        self._params = list(model.parameters())  # fixed set; restored in place on resume
+        self._float_buffers = [t for t in model.buffers() if t.is_floating_point()]  # BN stats
 
     @property
     def epoch(self) -> float:
@@ -134,7 +136,7 @@ class Engine:
         if not self.model.training:
             self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        stats = [t.clone() for t in self.model.buffers() if t.is_floating_point()]  # BN stats
+        stats = [t.clone() for t in self._float_buffers]
         ex = self.exchange(batch, int(self.epoch), self.compress_gen)
         loss, correct, nbytes = ex.loss, ex.correct, ex.nbytes
         finite = self._grads_finite()
@@ -142,9 +144,8 @@ class Engine:
             self._apply(b)
         else:  # like GradScaler: a step with NaN/Inf in the aggregated gradient is not applied
             self.skipped_nonfinite += 1
-            float_buffers = (t for t in self.model.buffers() if t.is_floating_point())
             with torch.no_grad():
-                for t, old in zip(float_buffers, stats, strict=True):
+                for t, old in zip(self._float_buffers, stats, strict=True):
                     t.copy_(old)
             log.warning("step %d: non-finite aggregated gradient; update skipped", c.step + 1)
 
@@ -191,7 +192,7 @@ class Engine:
 
     def _grads_finite(self) -> bool:
         """Return whether every aggregated gradient value is finite (identical on every rank)."""
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in self._params if p.grad is not None]
         if not grads:
             return True
         norms = torch._foreach_norm(grads)  # one fused call; NaN or Inf anywhere shows in a norm

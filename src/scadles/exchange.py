@@ -64,6 +64,23 @@ class Batch:
         )
 
 
+def _weighted_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Return sum_n (w_seg(n) / b_seg(n)) loss_n, whose gradient is the weighted mean gradient.
+
+    When every row carries the same weight (ScaDLES' b_i / sum b, or equal batches), this is a
+    scaled mean loss: one fused cross-entropy instead of per-row losses, weights and a sum.
+    """
+    per_dev = torch.where(batch.b > 0, batch.weights / batch.b.clamp(min=1).double(), 0.0)  # (K,)
+    live = per_dev[batch.b > 0]
+    n = len(batch.y)
+    if n and bool((live == live[0]).all()):
+        scale = float(live[0]) * n
+        loss = F.cross_entropy(logits, batch.y)
+        return loss if scale == 1.0 else loss * scale
+    pw = sample_weights(batch.seg, batch.b, batch.weights).float()  # (N,)
+    return (F.cross_entropy(logits, batch.y, reduction="none") * pw).sum()
+
+
 def _sum(coll: Collective, value: float) -> float:
     return float(coll.all_reduce(torch.tensor([value], dtype=torch.float64))[0])
 
@@ -87,9 +104,8 @@ class DenseExchange:
         """Leave the weighted mean gradient of all devices in p.grad; return its accounting."""
         k = len(batch.b)
         mine = batch.local(*self.devices)
-        pw = sample_weights(mine.seg, mine.b, mine.weights).float()  # (N_local,)
         logits = self.model(mine.x, Segments(mine.seg, len(mine.b), None))  # (N_local, C)
-        loss = (F.cross_entropy(logits, mine.y, reduction="none") * pw).sum()
+        loss = _weighted_loss(logits, mine)
         loss.backward()  # type: ignore[no-untyped-call]
         correct = int((logits.detach().argmax(dim=1) == mine.y).sum())
         total_loss, total_correct = float(loss.detach()), correct

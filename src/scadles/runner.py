@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -46,11 +47,41 @@ class _Discard:
     def write(self, obj: object) -> None:
         """Drop obj."""
 
+    def close(self) -> None:
+        """Nothing to close."""
+
     def __enter__(self) -> _Discard:
         return self
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+class _Tee:
+    """Write each record to two writers."""
+
+    def __init__(self, first: Writer, second: Writer) -> None:
+        self.first, self.second = first, second
+
+    def write(self, obj: Any) -> None:
+        """Write obj to both."""
+        self.first.write(obj)
+        self.second.write(obj)
+
+    def close(self) -> None:
+        """Close both."""
+        self.first.close()
+        self.second.close()
+
+
+class Writer(Protocol):
+    """Anything records can be written to."""
+
+    def write(self, obj: Any, /) -> None:
+        """Write one record."""
+
+    def close(self) -> None:
+        """Flush and close."""
 
 
 def _writer(path: Path, keep: bool, append: bool) -> JsonlWriter | _Discard:
@@ -74,12 +105,14 @@ def run(
     coll: Collective | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    tensorboard: bool = False,
 ) -> dict[str, Any]:
     """Train under cfg, writing config.json, steps.jsonl, evals.jsonl, summary.json and the
     final model.pt into out (in real mode, rank 0 writes; every rank trains its devices).
 
     With checkpoint_every, out/checkpoint.pt is rewritten atomically every that many steps;
     with resume, the run continues from it and ends with the files an uninterrupted run writes.
+    With tensorboard, the step and eval records also go to out/tensorboard as scalars.
     """
     host0 = time.perf_counter()
     lead = coll is None or coll.rank == 0
@@ -104,10 +137,16 @@ def run(
         if lead:
             _truncate(out / "steps.jsonl", eng.counters.step)
             _truncate(out / "evals.jsonl", n_evals)
-    with (
-        _writer(out / "steps.jsonl", lead, saved is not None) as steps,
-        _writer(out / "evals.jsonl", lead, saved is not None) as evals,
-    ):
+    with contextlib.ExitStack() as stack:
+        steps: Writer = _writer(out / "steps.jsonl", lead, saved is not None)
+        evals: Writer = _writer(out / "evals.jsonl", lead, saved is not None)
+        stack.callback(steps.close)
+        stack.callback(evals.close)
+        if tensorboard and lead:
+            from scadles.tb import TensorBoardWriter
+
+            board = stack.enter_context(TensorBoardWriter(out / "tensorboard"))
+            steps, evals = _Tee(steps, board), _Tee(evals, board)
 
         def evaluate() -> None:
             nonlocal n_evals
