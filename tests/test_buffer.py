@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from scadles.data.buffer import StreamBuffer
@@ -36,7 +37,7 @@ def test_capacity_drops_oldest() -> None:
     assert start.tolist() == [3] and n.tolist() == [5]
 
 
-@settings(max_examples=60, deadline=None)
+@pytest.mark.fuzz  # random arrival and demand sequences; examples from the Hypothesis profile
 @given(
     policy=st.sampled_from(["persistence", "truncation"]),
     capacity=st.one_of(st.none(), st.integers(1, 50)),

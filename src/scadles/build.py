@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Mapping
 
 import torch
 
@@ -23,6 +24,10 @@ from scadles.engine import Engine, Schedule
 from scadles.errors import UserError
 from scadles.exchange import DenseExchange, Exchange
 from scadles.grads import PerDeviceGrads, layer_shapes, layer_sizes
+from scadles.live.bucket import ThrottledCollective, TokenBucket
+from scadles.live.buffer import LiveBuffer
+from scadles.live.engine import LiveEngine
+from scadles.live.source import open_source, stream_names
 from scadles.models import build_model, param_count
 from scadles.policies import DEFAULT_BUFFER, BatchRule
 
@@ -160,16 +165,8 @@ def dataset(cfg: Config) -> Dataset:
     )
 
 
-def engine(cfg: Config, data: Dataset | None = None, coll: Collective | None = None) -> Engine:
-    """Build a simulation engine from a config."""
-    data = data if data is not None else dataset(cfg)
-    seed = cfg.train.seed
-    k = cfg.devices.count
-    if k > len(data.y_train):
-        raise UserError(
-            f"devices.count must be <= the training set size {len(data.y_train)}, got {k}"
-        )
-    parts = partitions(cfg, data)
+def _model(cfg: Config, data: Dataset, coll: Collective | None) -> torch.nn.Module:
+    """Build the model; in real mode every rank starts from rank 0's weights."""
     m = cfg.model
     model = build_model(
         m.name,
@@ -178,14 +175,27 @@ def engine(cfg: Config, data: Dataset | None = None, coll: Collective | None = N
         norm=m.norm,
         width=m.width,
         groups=m.groups,
-        gen=generator(seed, "model"),
+        gen=generator(cfg.train.seed, "model"),
     )
+    if coll is not None and coll.world > 1:
+        with torch.no_grad():
+            for prm in model.parameters():
+                prm.copy_(coll.broadcast(prm))
+    return model
+
+
+def _optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Return SGD with momentum and weight decay, the same for every policy."""
     t = cfg.train
-    opt = torch.optim.SGD(
+    return torch.optim.SGD(
         model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
     )
+
+
+def profiles(cfg: Config, k: int) -> clock.DeviceProfiles:
+    """Return the device profiles of the clock section."""
     c = cfg.clock
-    profiles = clock.make_profiles(
+    return clock.make_profiles(
         c.profile,
         k,
         csv=c.csv,
@@ -194,23 +204,42 @@ def engine(cfg: Config, data: Dataset | None = None, coll: Collective | None = N
         bandwidth_bps=c.bandwidth_bps,
         latency_s=c.latency_s,
     )
+
+
+def _comm_params(cfg: Config, model: torch.nn.Module) -> float:
+    """Return the parameter count communication is accounted at."""
     real = param_count(model)
-    comm_params = float(c.emulate_params if c.emulate_params is not None else real)
-    log.info("model %s: %d parameters; communication accounted at %d", m.name, real, comm_params)
-    if coll is not None and coll.world > 1:  # every rank starts from rank 0's weights
-        with torch.no_grad():
-            for prm in model.parameters():
-                prm.copy_(coll.broadcast(prm))
+    emulated = cfg.clock.emulate_params
+    log.info("model %s: %d parameters; communication at %s", cfg.model.name, real, emulated)
+    return float(emulated if emulated is not None else real)
+
+
+def _check_devices(cfg: Config, data: Dataset) -> None:
+    k = cfg.devices.count
+    if k > len(data.y_train):
+        raise UserError(
+            f"devices.count must be <= the training set size {len(data.y_train)}, got {k}"
+        )
+
+
+def engine(cfg: Config, data: Dataset | None = None, coll: Collective | None = None) -> Engine:
+    """Build a simulation engine from a config."""
+    data = data if data is not None else dataset(cfg)
+    seed, k, t = cfg.train.seed, cfg.devices.count, cfg.train
+    _check_devices(cfg, data)
+    parts = partitions(cfg, data)
+    model = _model(cfg, data, coll)
+    comm_params = _comm_params(cfg, model)
     sched = rate_schedule(cfg)
     return Engine(
         model=model,
-        optimizer=opt,
+        optimizer=_optimizer(cfg, model),
         data=data,
         replay=ReplayOrder(parts, seed),
         arrivals=Arrivals.start(sched, cfg.streams.arrivals, generator(seed, "arrivals")),
         buffer=StreamBuffer.empty(k, buffer_policy(cfg), cfg.buffer.capacity),
         rule=batch_rule(cfg),
-        profiles=profiles,
+        profiles=profiles(cfg, k),
         comm_params=comm_params,
         schedule=Schedule(t.lr, tuple(t.milestones), t.gamma),
         gen=generator(seed, "streams"),
@@ -220,4 +249,62 @@ def engine(cfg: Config, data: Dataset | None = None, coll: Collective | None = N
         injection=injection(cfg, data, parts),
         inject_gen=generator(seed, "inject"),
         sample_bytes=cfg.data.sample_bytes or data.sample_bytes,
+    )
+
+
+def live_engine(
+    cfg: Config,
+    data: Dataset | None = None,
+    coll: Collective | None = None,
+    *,
+    positions: Mapping[str, int] | None = None,
+    defer_acks: bool = False,
+) -> LiveEngine:
+    """Build the real-mode engine of this rank: its devices' live streams, the wall clock."""
+    data = data if data is not None else dataset(cfg)
+    _check_devices(cfg, data)
+    seed, k, t, lv = cfg.train.seed, cfg.devices.count, cfg.train, cfg.live
+    coll = coll or LocalCollective()
+    lo, hi = device_slice(k, coll.rank, coll.world)
+    bucket = None
+    if lv.bandwidth:  # emulate this rank's uplink: its first device's profile
+        uplink = float(profiles(cfg, k).uplink_bps[lo]) / 8.0
+        bucket = TokenBucket(uplink, burst_bytes=uplink * 0.01)
+    timed = ThrottledCollective(coll, bucket)
+    model = _model(cfg, data, timed)
+    comm_params = _comm_params(cfg, model)
+    sched = rate_schedule(cfg)
+    parts = partitions(cfg, data)[lo:hi] if lv.source == "replay" else []
+    local = [(data.x_train[p], data.y_train[p]) for p in parts]
+    streams = stream_names(range(lo, hi), lv.prefix)
+    source = open_source(
+        lv.source,
+        url=lv.url or "",
+        streams=streams,
+        shape=tuple(data.input_shape),
+        num_classes=data.num_classes,
+        max_bytes=lv.max_message_bytes,
+        positions=positions,
+        group=lv.group,
+        consumer=f"rank{coll.rank}",
+        replay=(local, sched, seed) if lv.source == "replay" else None,
+        devices=list(range(lo, hi)),
+    )
+    return LiveEngine(
+        model=model,
+        optimizer=_optimizer(cfg, model),
+        data=data,
+        source=source,
+        rates=sched,
+        buffer=LiveBuffer(hi - lo, buffer_policy(cfg), cfg.buffer.capacity),
+        rule=batch_rule(cfg),
+        schedule=Schedule(t.lr, tuple(t.milestones), t.gamma),
+        exchange=exchange(cfg, model, k, comm_params, timed),
+        coll=timed,
+        k=k,
+        stall_s=lv.stall_s,
+        defer_acks=defer_acks,
+        streams=streams,
+        kind=lv.source,
+        eval_batch=cfg.eval.batch_size,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 
 from scadles.engine import Engine
 from scadles.errors import UserError
-from scadles.exchange import Exchange
+from scadles.exchange import DenseExchange, Exchange
 
 FORMAT = 1
 FILE = "checkpoint.pt"
@@ -46,12 +47,28 @@ def engine_state(eng: Engine) -> dict[str, Any]:
             "inject": eng.inject_gen.get_state(),
         },
     }
-    ex = eng.exchange
+    return state | exchange_state(eng.exchange)
+
+
+def exchange_state(ex: Exchange | DenseExchange) -> dict[str, Any]:
+    """Return the compression state (error feedback, switch, compressors); {} when dense."""
+    if not isinstance(ex, Exchange):
+        return {}
+    return {
+        "feedback": ex.feedback.state_dict(),
+        "switch": ex.switch.state_dict(),
+        "levels": [lv.state_dict() if hasattr(lv, "state_dict") else {} for lv in ex.levels],
+    }
+
+
+def restore_exchange(ex: Exchange | DenseExchange, state: dict[str, Any]) -> None:
+    """Load what exchange_state returned."""
     if isinstance(ex, Exchange):
-        state["feedback"] = ex.feedback.state_dict()
-        state["switch"] = ex.switch.state_dict()
-        state["levels"] = [lv.state_dict() if hasattr(lv, "state_dict") else {} for lv in ex.levels]
-    return state
+        ex.feedback.load_state_dict(state["feedback"])
+        ex.switch.load_state_dict(state["switch"])
+        for lv, s in zip(ex.levels, state["levels"], strict=True):
+            if s and hasattr(lv, "load_state_dict"):
+                lv.load_state_dict(s)
 
 
 def restore_engine(eng: Engine, state: dict[str, Any]) -> None:
@@ -71,13 +88,36 @@ def restore_engine(eng: Engine, state: dict[str, Any]) -> None:
     eng.gen.set_state(state["gens"]["streams"])
     eng.compress_gen.set_state(state["gens"]["compress"])
     eng.inject_gen.set_state(state["gens"]["inject"])
-    ex = eng.exchange
-    if isinstance(ex, Exchange):
-        ex.feedback.load_state_dict(state["feedback"])
-        ex.switch.load_state_dict(state["switch"])
-        for lv, s in zip(ex.levels, state["levels"], strict=True):
-            if s and hasattr(lv, "load_state_dict"):
-                lv.load_state_dict(s)
+    restore_exchange(eng.exchange, state)
+
+
+def rank_file(rank: int) -> str:
+    """Return the checkpoint file name of one rank in real mode on live streams."""
+    return f"checkpoint-rank{rank}.pt"
+
+
+def save_ranked(out: Path, rank: int, payload: dict[str, Any]) -> None:
+    """Write one rank's checkpoint, keeping its previous one (a kill between ranks' writes
+    leaves at least one step every rank has)."""
+    path = out / rank_file(rank)
+    if path.is_file():
+        os.replace(path, path.with_suffix(".prev"))
+    save(path, payload)
+
+
+def load_ranked(
+    out: Path, rank: int, config: dict[str, Any], common_step: Callable[[int], int]
+) -> dict[str, Any]:
+    """Read this rank's newest checkpoint whose step every rank has (common_step: the min)."""
+    path = out / rank_file(rank)
+    latest = load(path, config)
+    step = common_step(int(latest["engine"]["counters"]["step"]))
+    if int(latest["engine"]["counters"]["step"]) == step:
+        return latest
+    prev = load(path.with_suffix(".prev"), config)
+    if int(prev["engine"]["counters"]["step"]) != step:
+        raise UserError(f"--resume: {path}: no checkpoint at step {step}, the ranks' common step")
+    return prev
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from scadles.comm import device_slice
 from scadles.config import Config, config_to_dict, dump_toml, load_config, replace_key
 from scadles.errors import UserError
 from scadles.launch import launch
+from scadles.live import produce_cli
 from scadles.policies import POLICIES
 from scadles.report import comparison, write_json
 from scadles.sweep import parse_grid, run_sweep
@@ -109,11 +110,20 @@ def _parser() -> argparse.ArgumentParser:
     la.add_argument("--master-addr", default=None, help="torchrun --master-addr")
     la.add_argument("--master-port", type=int, default=None, help="torchrun --master-port")
     la.add_argument("--max-restarts", type=int, default=0, help="torchrun --max-restarts")
+    la.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="every rank checkpoints every N steps; a restarted job resumes from them",
+    )
+    la.add_argument("--resume", action="store_true", help="continue the run in --out")
 
     g = sub.add_parser("config", help="print the resolved config (TOML, or JSON with --json)")
     common(g)
     g.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     html_report.add_parser(sub)
+    produce_cli.add_parser(sub)
     return p
 
 
@@ -175,7 +185,10 @@ def _compare(cfg: Config, out: Path, policies: list[str], quiet: bool, console: 
 
 
 # commands with their own parser and entry point (no config of their own)
-_STANDALONE: dict[str, Callable[[argparse.Namespace], int]] = {"report": html_report.main}
+_STANDALONE: dict[str, Callable[[argparse.Namespace], int]] = {
+    "report": html_report.main,
+    "produce": produce_cli.main,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in _STANDALONE:
             return _STANDALONE[args.command](args)
-        if getattr(args, "resume", None) is not None:
+        if args.command == "run" and args.resume is not None:
             if args.out is not None and args.out != args.resume:
                 raise UserError(f"--out {args.out} differs from --resume {args.resume}")
             args.out = args.resume
@@ -223,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             nodes = int(args.nnodes) if args.nnodes and args.nnodes.isdigit() else 1
             device_slice(cfg.devices.count, 0, max(args.nproc, 1) * nodes)  # fail before spawning
             rest = [*([args.config] if args.config else []), "--out", str(args.out)]
+            if args.checkpoint_every is not None:
+                rest += ["--checkpoint-every", str(args.checkpoint_every)]
+            if args.resume:
+                rest.append("--resume")
             for o in args.overrides:
                 rest += ["--set", o]
             return launch(

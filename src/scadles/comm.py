@@ -75,7 +75,7 @@ class TorchCollective:
         out = torch.empty(
             (self.world * src.shape[0], *src.shape[1:]), dtype=src.dtype, device=self.device
         )
-        dist.all_gather_into_tensor(out, src)  # concatenated along dim 0
+        dist.all_gather_single(out, src)  # concatenated along dim 0
         return out.reshape(self.world, *t.shape).to(t.device)
 
     def broadcast(self, t: torch.Tensor, src: int = 0) -> torch.Tensor:

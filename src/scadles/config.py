@@ -25,6 +25,7 @@ from scadles.config_checks import (
     reject_unknown,
     schedule,
     show,
+    string,
     table,
 )
 from scadles.config_schema import (
@@ -37,6 +38,7 @@ from scadles.config_schema import (
     DevicesConfig,
     EvalConfig,
     InjectConfig,
+    LiveConfig,
     ModelConfig,
     PolicyConfig,
     RateSpec,
@@ -54,6 +56,7 @@ __all__ = [
     "DataConfig",
     "DevicesConfig",
     "EvalConfig",
+    "LiveConfig",
     "ModelConfig",
     "PolicyConfig",
     "RateSpec",
@@ -157,6 +160,15 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "alpha": number(0.0, 1.0, lo_open=True),
         "beta": number(0.0, 1.0, lo_open=True),
     }),
+    "live": (LiveConfig, {
+        "source": choice("live source", ("sim", "replay", "kafka", "redis")),
+        "url": optional(string),
+        "prefix": string,
+        "group": string,
+        "stall_s": POSITIVE,
+        "max_message_bytes": INT_POS,
+        "bandwidth": boolean,
+    }),
     "run": (RunConfig, {
         "mode": choice("mode", ("sim", "dist")),
         "progress": boolean,
@@ -187,6 +199,8 @@ def _read_toml(path: str | Path | None) -> dict[str, Any]:
             loaded = json.loads(text)
         except json.JSONDecodeError as err:
             raise UserError(f"config: {path} is not valid JSON: {err}") from None
+        except (ValueError, RecursionError) as err:  # an integer of > 4300 digits, deep nesting
+            raise UserError(f"config: {path} is not valid JSON: {_why(err)}") from None
         if not isinstance(loaded, dict):
             raise UserError(f"config: {path} must hold a JSON object")
         return loaded
@@ -194,6 +208,13 @@ def _read_toml(path: str | Path | None) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"config: {path or 'demo.toml'} is not valid TOML: {err}") from None
+    except (ValueError, RecursionError) as err:  # an integer of > 4300 digits, deep nesting
+        raise UserError(f"config: {path} is not valid TOML: {_why(err)}") from None
+
+
+def _why(err: Exception) -> str:
+    """Say in a few words why a parser gave up other than by a syntax error."""
+    return "nested too deeply" if isinstance(err, RecursionError) else "integer too long"
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -210,7 +231,7 @@ def _parse_value(text: str) -> Any:
     """Parse one TOML value; fall back to the text itself (dates count as text)."""
     try:
         parsed = tomllib.loads(f"v = {text}")
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # not TOML, an over-long integer or deep nesting
         return text
     value = parsed.get("v")
     if set(parsed) != {"v"} or isinstance(value, datetime.date | datetime.time):
@@ -288,7 +309,9 @@ def dump_toml(cfg: Config) -> str:
 def _toml_value(value: Any) -> str:
     """Render one value of this schema's types (str, bool, int, float, list, table) as TOML."""
     if isinstance(value, str):
-        return json.dumps(value).replace("\x7f", "\\u007f")  # JSON string = TOML basic string
+        # JSON string = TOML basic string; ensure_ascii would write astral characters as
+        # surrogate pairs ("\ud800\udc00"), which TOML refuses
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

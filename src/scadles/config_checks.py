@@ -84,6 +84,11 @@ def string(key: str, value: Any) -> str:
     """Check a string."""
     if not isinstance(value, str):
         raise UserError(f"{key} must be a string, got {show(value)}")
+    if not value.isascii():
+        try:  # a lone surrogate (undecodable argv bytes, a JSON "\ud800") has no UTF-8 form
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"{key} must be valid Unicode text, got {show(value)}") from None
     return value
 
 
@@ -231,4 +236,11 @@ def cross_check(cfg: Config) -> Config:
         raise UserError("train.steps or train.max_time_s must be set")
     if cfg.clock.profile == "csv" and cfg.clock.csv is None:
         raise UserError("clock.csv must be set when clock.profile = 'csv'")
+    if cfg.live.source in ("kafka", "redis") and not cfg.live.url:
+        raise UserError(f"live.url must be set when live.source = {show(cfg.live.source)}")
+    if cfg.live.source != "sim" and cfg.inject.name != "none":
+        raise UserError(
+            f"inject.name = {show(cfg.inject.name)} needs live.source = 'sim' "
+            "(injection moves samples between simulated streams)"
+        )
     return replace(cfg, data=data)

@@ -164,6 +164,19 @@ class CompressConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveConfig:
+    """`[live]`: where real-time streams come from (sim = modelled arrivals, no broker)."""
+
+    source: str = "sim"  # sim | replay (producer threads in-process) | kafka | redis
+    url: str | None = None  # kafka: host:port; redis: redis://host:port/db
+    prefix: str = "scadles-device"  # stream/topic of device i: f"{prefix}-{i}"
+    group: str = "scadles"  # Redis consumer group
+    stall_s: float = 30.0  # end the run when a waiting device receives nothing this long
+    max_message_bytes: int = 1 << 20  # larger messages are skipped and counted
+    bandwidth: bool = False  # token-bucket each rank's traffic to its profile's uplink
+
+
+@dataclass(frozen=True, slots=True)
 class RunConfig:
     """`[run]`: simulated or real distributed mode; progress display."""
 
@@ -186,6 +199,7 @@ class Config:
     clock: ClockConfig = ClockConfig()
     compress: CompressConfig = CompressConfig()
     inject: InjectConfig = InjectConfig()
+    live: LiveConfig = LiveConfig()
     run: RunConfig = RunConfig()
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -192,43 +193,63 @@ class Engine:
 
     def _grads_finite(self) -> bool:
         """Return whether every aggregated gradient value is finite (identical on every rank)."""
-        grads = [p.grad for p in self._params if p.grad is not None]
-        if not grads:
-            return True
-        norms = torch._foreach_norm(grads)  # one fused call; NaN or Inf anywhere shows in a norm
-        return bool(torch.isfinite(torch.stack(norms)).all())
+        return grads_finite(self._params)
 
     def _apply(self, b: torch.Tensor) -> None:
         """Step the optimizer at the scheduled, batch-scaled learning rate (paper Eq. 4c)."""
-        sched = self.schedule
-        self._last_lr = lr_schedule(sched.lr, sched.milestones, sched.gamma, self.epoch)
-        self._last_lr *= self.rule.lr_factor(b)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self._last_lr
-        self.optimizer.step()
+        self._last_lr = apply_step(self.optimizer, self.schedule, self.rule, b, self.epoch)
 
-    @torch.no_grad()
     def evaluate(self) -> EvalReport:
         """Score the model on the held-out set: top-1, top-5, mean loss."""
-        self.model.eval()
-        x, y = self.data.x_test, self.data.y_test
-        top1 = top5 = 0
-        loss = 0.0
-        for s in range(0, len(y), self.eval_batch):
-            logits = self.model(x[s : s + self.eval_batch], None)  # (n, C)
-            yy = y[s : s + self.eval_batch]
-            loss += float(F.cross_entropy(logits, yy, reduction="sum"))
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (n, 5)
-            top1 += int((top[:, 0] == yy).sum())
-            top5 += int((top == yy[:, None]).any(dim=1).sum())
-        m = max(len(y), 1)
-        c = self.counters
-        return EvalReport(
-            step=c.step,
-            sim_time_s=c.t,
-            epoch=self.epoch,
-            top1=top1 / m,
-            top5=top5 / m,
-            loss=loss / m,
-            samples_trained=c.samples_trained,
-        )
+        return evaluate_model(self.model, self.data, self.counters, self.eval_batch)
+
+
+def grads_finite(params: Sequence[torch.Tensor]) -> bool:
+    """Return whether every gradient value is finite: one fused norm call over all of them."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+
+
+def apply_step(
+    optimizer: torch.optim.Optimizer,
+    schedule: Schedule,
+    rule: BatchRule,
+    b: torch.Tensor,
+    epoch: float,
+) -> float:
+    """Step the optimizer at lr_sched(epoch) * rule.lr_factor(b); return that learning rate."""
+    lr = lr_schedule(schedule.lr, schedule.milestones, schedule.gamma, epoch) * rule.lr_factor(b)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    return lr
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module, data: Dataset, counters: Counters, eval_batch: int
+) -> EvalReport:
+    """Score model on data's held-out set: top-1, top-5, mean loss."""
+    model.eval()
+    x, y = data.x_test, data.y_test
+    top1 = top5 = 0
+    loss = 0.0
+    for s in range(0, len(y), eval_batch):
+        logits = model(x[s : s + eval_batch], None)  # (n, C)
+        yy = y[s : s + eval_batch]
+        loss += float(F.cross_entropy(logits, yy, reduction="sum"))
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (n, 5)
+        top1 += int((top[:, 0] == yy).sum())
+        top5 += int((top == yy[:, None]).any(dim=1).sum())
+    m = max(len(y), 1)
+    return EvalReport(
+        step=counters.step,
+        sim_time_s=counters.t,
+        epoch=counters.samples_trained / len(data.y_train),
+        top1=top1 / m,
+        top5=top5 / m,
+        loss=loss / m,
+        samples_trained=counters.samples_trained,
+    )

@@ -109,26 +109,33 @@ class DenseExchange:
         loss.backward()  # type: ignore[no-untyped-call]
         correct = int((logits.detach().argmax(dim=1) == mine.y).sum())
         total_loss, total_correct = float(loss.detach()), correct
-        if self.coll.world > 1:
+        if self.coll.world > 1:  # one all-reduce: gradients, BN statistics, loss and hits
             params = [p for p in self.model.parameters() if p.grad is not None]
-            flat = self.coll.all_reduce(torch.cat([p.grad.reshape(-1) for p in params]))  # type: ignore[union-attr]
-            write_flat_grad(params, flat)
-            _sync_buffers(self.model, self.coll, float(mine.b.sum()) / max(float(batch.b.sum()), 1))
-            total_loss, total_correct = _sum(self.coll, total_loss), int(_sum(self.coll, correct))
+            stats = [t for t in self.model.buffers() if t.is_floating_point()]
+            share = float(mine.b.sum()) / max(float(batch.b.sum()), 1)
+            parts = [p.grad.reshape(-1) for p in params]  # type: ignore[union-attr]
+            parts += [t.reshape(-1).float() * share for t in stats]
+            parts.append(torch.tensor([total_loss, float(correct)], dtype=parts[0].dtype))
+            flat = self.coll.all_reduce(torch.cat(parts))  # (P + S + 2,)
+            n_grad = sum(p.numel() for p in params)
+            write_flat_grad(params, flat[:n_grad])
+            _write_stats(stats, flat[n_grad:-2])
+            total_loss, total_correct = float(flat[-2]), round(float(flat[-1]))
         nbytes = torch.full((k,), 4.0 * self.comm_params, dtype=torch.float64)
         return Exchanged(nbytes, self.comm_params, "allreduce", False, total_loss, total_correct)
 
 
 @torch.no_grad()
-def _sync_buffers(model: torch.nn.Module, coll: Collective, share: float) -> None:
-    """Average float buffers (BatchNorm running stats) over ranks, weighted by rows trained.
+def _write_stats(stats: list[torch.Tensor], flat: torch.Tensor) -> None:
+    """Copy the reduced float buffers (BatchNorm running statistics) back in place.
 
-    Running-stat updates are linear in the batch statistics, so the row-weighted mean of the
+    Running-stat updates are linear in the batch statistics, so the row-weighted sum of the
     ranks' buffers equals the single-process update over all devices.
     """
-    for buf in model.buffers():
-        if buf.is_floating_point():
-            buf.copy_(coll.all_reduce(buf * share))
+    at = 0
+    for t in stats:
+        t.copy_(flat[at : at + t.numel()].view_as(t))
+        at += t.numel()
 
 
 class Exchange:

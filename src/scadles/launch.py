@@ -13,12 +13,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch._C._distributed_c10d import PrefixStore, TCPStore
 
-from scadles import runner
+from scadles import checkpoint, runner
 from scadles.comm import TorchCollective
 from scadles.config import load_config, replace_key
 from scadles.errors import UserError
@@ -60,16 +62,49 @@ def launch(nproc: int, rest: Sequence[str], **flags: object) -> int:
     return subprocess.run(cmd, env=env, check=False).returncode
 
 
+def _init_group(backend: str) -> None:
+    """Join the job's process group; after a torchrun restart, under a fresh store prefix.
+
+    torchrun's agent keeps one store for the whole job, so the workers of attempt n would read
+    the addresses the dead workers of attempt n-1 left there: each attempt gets its own prefix.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        dist.init_process_group(backend)
+        return
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store = TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size=world,
+        is_master=False,
+        timeout=timedelta(minutes=5),
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    prefixed = PrefixStore(f"scadles/attempt{attempt}", store)
+    dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world)
+
+
+def _restarted_with_checkpoint(out: Path, coll: TorchCollective) -> bool:
+    """Return whether torchrun restarted this job and every rank has a checkpoint to resume."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0:
+        return False
+    names = (checkpoint.FILE, checkpoint.rank_file(coll.rank))
+    have = any((out / n).is_file() for n in names)
+    return int(coll.all_reduce(torch.tensor([0 if have else 1]))[0]) == 0
+
+
 def _rank_main(argv: Sequence[str] | None = None) -> int:
     """Train this rank's devices; rank 0 writes the run directory."""
     p = argparse.ArgumentParser(prog="scadles.launch")
     p.add_argument("config", nargs="?", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("--resume", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo")
+    _init_group("nccl" if cuda else "gloo")
     device = None
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -77,7 +112,14 @@ def _rank_main(argv: Sequence[str] | None = None) -> int:
         device = torch.device("cuda", local)
     try:
         cfg = replace_key(load_config(args.config, args.overrides), "run.mode", "dist")
-        runner.run(cfg, args.out, coll=TorchCollective(device))
+        coll = TorchCollective(device)
+        runner.run(
+            cfg,
+            args.out,
+            coll=coll,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume or _restarted_with_checkpoint(args.out, coll),
+        )
     except UserError as e:
         if dist.get_rank() == 0:
             print(f"scadles: error: {e}", file=sys.stderr)

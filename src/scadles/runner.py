@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -18,8 +19,12 @@ from scadles.config import Config, config_to_dict
 from scadles.data.datasets import Dataset
 from scadles.data.injection import exposure
 from scadles.data.partition import label_counts
+from scadles.engine import Engine
+from scadles.live.engine import LiveEngine, StreamsEnded
 from scadles.plot_labels import plot_label_distribution
 from scadles.report import JsonlWriter, SummaryAccumulator, write_json
+
+log = logging.getLogger(__name__)
 
 # progress(done, total, text): done/total in steps or simulated seconds
 Progress = Callable[[float, float, str], None]
@@ -96,6 +101,22 @@ def _truncate(path: Path, lines: int) -> None:
     os.replace(tmp, path)
 
 
+def _load_saved(
+    out: Path, resolved: dict[str, Any], coll: Collective | None, live: bool
+) -> dict[str, Any]:
+    """Read the checkpoint to resume from: the run's, or in real mode on live streams this
+    rank's newest one whose step every rank has."""
+    if not live:
+        return checkpoint.load(out / checkpoint.FILE, resolved)
+    if coll is None:
+        return checkpoint.load_ranked(out, 0, resolved, lambda step: step)
+
+    def common(step: int) -> int:
+        return int(coll.all_gather(torch.tensor([step], dtype=torch.int64)).min())
+
+    return checkpoint.load_ranked(out, coll.rank, resolved, common)
+
+
 def run(
     cfg: Config,
     out: Path,
@@ -118,20 +139,29 @@ def run(
     lead = coll is None or coll.rank == 0
     data = data if data is not None else build.dataset(cfg)
     resolved = config_to_dict(cfg)
-    saved = checkpoint.load(out / checkpoint.FILE, resolved) if resume else None
+    live = cfg.live.source != "sim"
+    saved = _load_saved(out, resolved, coll, live) if resume else None
     if lead and saved is None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", resolved)
         counts = label_counts(data.y_train, build.partitions(cfg, data), data.num_classes)
         _write_label_view(counts, out)  # (K, C) label skew
-    eng = build.engine(cfg, data, coll)
+    eng: Engine | LiveEngine
+    if live:
+        pos = saved["engine"]["positions"] if saved is not None else None
+        eng = build.live_engine(cfg, data, coll, positions=pos, defer_acks=bool(checkpoint_every))
+    else:
+        eng = build.engine(cfg, data, coll)
     t = cfg.train
     total, unit = _budget(cfg)
     acc = SummaryAccumulator(target_accuracy=cfg.eval.target_accuracy, metric=cfg.eval.metric)
     every = cfg.eval.every
     last_eval = n_evals = 0
     if saved is not None:
-        checkpoint.restore_engine(eng, saved["engine"])
+        if isinstance(eng, LiveEngine):
+            eng.load_state_dict(saved["engine"])
+        else:
+            checkpoint.restore_engine(eng, saved["engine"])
         acc.__dict__.update(copy.deepcopy(saved["summary"]))
         last_eval, n_evals = int(saved["last_eval"]), int(saved["evals_lines"])
         if lead:
@@ -163,22 +193,35 @@ def run(
                 break
             if t.max_time_s is not None and c.t >= t.max_time_s:
                 break
-            rep = eng.step()
+            try:
+                rep = eng.step()
+            except StreamsEnded as e:
+                log.warning("run ends at step %d: %s", c.step, e)
+                break
             steps.write(rep)
             acc.update(rep)
             if rep.step % every == 0 and lead:
                 evaluate()
                 last_eval = rep.step
-            if checkpoint_every and rep.step % checkpoint_every == 0 and lead:
-                state: dict[str, Any] = {"engine": checkpoint.engine_state(eng)}
-                state |= {"summary": vars(acc), "last_eval": last_eval}
+            if checkpoint_every and rep.step % checkpoint_every == 0 and (lead or live):
+                state: dict[str, Any] = {"summary": vars(acc), "last_eval": last_eval}
                 state |= {"evals_lines": n_evals, "config": resolved}
-                checkpoint.save(out / checkpoint.FILE, state)
+                if isinstance(eng, LiveEngine):
+                    rank = coll.rank if coll is not None else 0
+                    checkpoint.save_ranked(out, rank, state | {"engine": eng.state_dict()})
+                    eng.flush_acks()  # what the checkpoint holds as trained is acknowledged now
+                else:
+                    state["engine"] = checkpoint.engine_state(eng)
+                    checkpoint.save(out / checkpoint.FILE, state)
             if progress is not None:
                 done = rep.step if unit == "steps" else rep.sim_time_s
                 progress(min(done, total), total, f"{cfg.policy.name} step {rep.step}")
         if eng.counters.step != last_eval and lead:
             evaluate()
+    extra = {}
+    if isinstance(eng, LiveEngine):
+        extra = eng.summary_extra()
+        eng.close()
     buf = eng.buffer
     exposed = exposure(eng.shared, eng.own_trained)  # (K,) fraction of own samples that left
     summary = acc.finish(
@@ -194,6 +237,7 @@ def run(
         steps_skipped_nonfinite=eng.skipped_nonfinite,
         exposure=float(exposed.mean()),
         exposure_per_device=exposed.tolist(),
+        **extra,
     )
     if lead:
         write_json(out / "summary.json", summary)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import zlib
 from collections.abc import Callable
@@ -25,6 +26,9 @@ _CIFAR_LAYOUT = {  # name -> (sub-folder of the archive, train files, test files
 }  # fmt: skip
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")  # fmt: skip
+MAX_CLASSES = (
+    1 << 16
+)  # labels at or above this are refused (the model would have that many outputs)
 _SAFE_GLOBALS = {  # the only callables a CIFAR pickle may name (numpy arrays, py2 bytes)
     ("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -87,6 +91,7 @@ def cifar_reader(name: str, stats: Norm) -> Callable[[Request], Raw]:
             d = d / sub
         x_tr, y_tr = _cifar_batches(d, train_files, label_key, classes)
         x_te, y_te = _cifar_batches(d, test_files, label_key, classes)
+        _need_samples(d, len(x_tr), len(x_te))
         return Raw(x_tr, y_tr, x_te, y_te, classes, 3072, scale=255.0, norm=stats)
 
     return load
@@ -115,18 +120,28 @@ def _cifar_batch(file: Path, label_key: str, classes: int) -> tuple[Array, Array
     try:
         with file.open("rb") as f:
             obj = _SafeUnpickler(f, encoding="bytes").load()
-    except Exception as e:
-        raise UserError(f"data.path: corrupt CIFAR batch {file}: {type(e).__name__}: {e}") from e
+    except Exception as e:  # a broken pickle fails in many ways; all mean a corrupt file
+        why = _one_line(f"{type(e).__name__}: {e}")
+        raise UserError(f"data.path: corrupt CIFAR batch {file}: {why}") from e
     if not isinstance(obj, dict):
         raise UserError(f"data.path: corrupt CIFAR batch {file}: not a dict")
-    obj = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    obj = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
     if "data" not in obj or label_key not in obj:
         raise UserError(f"data.path: CIFAR batch {file} lacks keys 'data' and {label_key!r}")
-    x, y = np.asarray(obj["data"]), np.asarray(obj[label_key])
-    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or y.shape != (len(x),):
+    try:
+        x, y = np.asarray(obj["data"]), np.asarray(obj[label_key])
+    except (ValueError, TypeError, OverflowError) as e:  # ragged lists, odd objects
+        raise UserError(f"data.path: corrupt CIFAR batch {file}: {type(e).__name__}") from e
+    if (
+        x.dtype != np.uint8
+        or x.ndim != 2
+        or x.shape[1] != 3072
+        or y.shape != (len(x),)
+        or (y.dtype.kind not in "iu" and len(y))
+    ):
         raise UserError(
             f"data.path: corrupt CIFAR batch {file}: data {x.dtype}{list(x.shape)}, "
-            f"labels {list(y.shape)}; expected uint8 (N, 3072) and (N,)"
+            f"labels {y.dtype}{list(y.shape)}; expected uint8 (N, 3072) and (N,) integers"
         )
     if len(y) and not 0 <= int(y.min()) <= int(y.max()) < classes:
         raise UserError(f"data.path: CIFAR batch {file} has labels outside [0, {classes})")
@@ -146,6 +161,7 @@ def idx_reader(name: str, default: str | None) -> Callable[[Request], Raw]:
                     f"data.path: {split} IDX files in {d} disagree: images {list(x.shape)}, "
                     f"labels {list(y.shape)}; expected (N, 28, 28) and (N,) labels 0-9"
                 )
+        _need_samples(d, len(x_tr), len(x_te))
         return Raw(x_tr[:, None], y_tr, x_te[:, None], y_te, 10, 784, scale=255.0, norm="train")
 
     return load
@@ -177,7 +193,7 @@ def _read_idx(file: Path, ndim: int) -> Array:
             f"data.path: bad IDX magic in {file}: expected {0x0800 + ndim:#010x}, got {magic:#010x}"
         )
     dims = tuple(int(v) for v in np.frombuffer(raw, ">u4", ndim, 4))
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # exact: no int64 overflow for absurd dims
     if len(raw) != expected:
         what = "truncated IDX file" if len(raw) < expected else "oversized IDX file"
         raise UserError(f"data.path: {what} {file}: expected {expected} bytes, got {len(raw)}")
@@ -194,8 +210,11 @@ def read_npz(req: Request) -> Raw:
     try:
         with np.load(file, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except Exception as e:
+    except Exception as e:  # zip, zlib, npy-header and pickle-refusal errors alike
         raise UserError(f"data.path: not a readable .npz file: {file}: {type(e).__name__}") from e
+    odd = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
+    if odd:  # numpy returns raw bytes for members that are not .npy files
+        raise UserError(f"data.path: {file}: member(s) {odd} are not .npy arrays")
     keys = (
         ("x", "y", "x_test", "y_test") if "x_test" in arrays or "y_test" in arrays else ("x", "y")
     )
@@ -208,7 +227,7 @@ def read_npz(req: Request) -> Raw:
     else:
         tr, te = stratified_split(y, 0.2, np.random.default_rng([req.seed, 4]))
         x, y, x_te, y_te = x[tr], y[tr], x[te], y[te]
-    if len(x) == 0 or len(x_te) == 0 or x.shape[1:] != x_te.shape[1:]:
+    if len(x) == 0 or len(x_te) == 0 or x.shape[1:] != x_te.shape[1:] or x[0].size == 0:
         raise UserError(f"data.path: {file}: need non-empty train/test of one sample shape")
     num_classes = int(max(y.max(), y_te.max())) + 1
     return Raw(x, y, x_te, y_te, num_classes, int(x[0].nbytes))
@@ -216,13 +235,35 @@ def read_npz(req: Request) -> Raw:
 
 def _npz_pair(file: Path, x: Array, y: Array, xk: str, yk: str) -> tuple[Array, Array]:
     """Check that (x, y) are (N, ...) numeric features and (N,) non-negative integer labels."""
-    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
+    if x.ndim < 2 or x.dtype.kind not in "biuf":
         raise UserError(
             f"data.path: {file}: {xk} must be numeric (N, ...), got {x.dtype}{list(x.shape)}"
         )
-    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+    if y.shape != (len(x),) or y.dtype.kind not in "iu" or (y < 0).any():
         raise UserError(
             f"data.path: {file}: {yk} must be non-negative integer labels of shape ({len(x)},), "
             f"got {y.dtype}{list(y.shape)}"
         )
+    if len(y) and int(y.max()) >= MAX_CLASSES:
+        raise UserError(f"data.path: {file}: {yk} has label {int(y.max())} >= {MAX_CLASSES}")
+    if x.dtype.kind == "f" and not _finite_as_float32(x):
+        raise UserError(f"data.path: {file}: {xk} holds NaN, infinity or values beyond float32")
     return x, y.astype(np.int64)
+
+
+def _finite_as_float32(x: Array) -> bool:
+    """Return whether every value of x is finite once cast to float32 (as training sees it)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(x.astype(np.float32, copy=False)).all())
+
+
+def _need_samples(where: Path, n_train: int, n_test: int) -> None:
+    """Refuse a dataset whose train or test split is empty."""
+    if n_train == 0 or n_test == 0:
+        raise UserError(f"data.path: {where}: {n_train} train and {n_test} test samples; need >= 1")
+
+
+def _one_line(text: str) -> str:
+    """Return text on one line, cut to a readable length."""
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else text[:157] + "..."

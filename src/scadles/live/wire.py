@@ -109,6 +109,8 @@ def _parse(
     shape = struct.unpack_from(f"<{ndim}I", msg, HEADER_BYTES)
     if expect_shape is not None and shape != expect_shape:
         raise WireError("shape_mismatch", f"shape {shape}, expected {expect_shape}")
+    if math.prod(max(d, 1) for d in shape) > max_bytes:  # an empty sample of absurd extent
+        raise WireError("oversized", f"shape {shape} spans more than max_bytes {max_bytes}")
     want = math.prod(shape) * DTYPES[code][1].itemsize
     if n - start < want:
         raise WireError("truncated_payload", f"payload {n - start} bytes < {want}")
@@ -163,6 +165,8 @@ def decode_many(
     payloads: list[bytes] = []
     for msg in msgs:
         try:
+            if shape is None:  # only a fully valid (also finite) message may fix the shape
+                decode(msg, max_bytes=max_bytes, num_classes=num_classes)
             code, label, got, start = _parse(msg, max_bytes, shape, num_classes)
         except WireError as err:
             skipped[err.reason] += 1
@@ -194,3 +198,41 @@ def _stack(
         flat = np.frombuffer(joined, dtype=np_dtype).astype(np_dtype.newbyteorder("="))
         x[rows] = torch.from_numpy(flat).to(torch_dtype).reshape(rows.numel(), *shape).to(dtype)
     return x
+
+
+def decode_valid(
+    msgs: Sequence[bytes],
+    *,
+    max_bytes: int,
+    expect_shape: tuple[int, ...],
+    num_classes: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor, list[int], Counter[str]]:
+    """Decode messages like ``decode_many`` and also return which inputs the rows came from.
+
+    Returns (x (n, *shape), y (n,), kept, skipped): ``kept[r]`` is the index in ``msgs`` of row
+    ``r``, so a caller can acknowledge valid and skipped messages by their broker ids.
+    """
+    skipped: Counter[str] = Counter()
+    kept: list[int] = []
+    codes: list[int] = []
+    labels: list[int] = []
+    payloads: list[bytes] = []
+    for i, msg in enumerate(msgs):
+        try:
+            code, label, _, start = _parse(msg, max_bytes, expect_shape, num_classes)
+        except WireError as err:
+            skipped[err.reason] += 1
+            continue
+        kept.append(i)
+        codes.append(code)
+        labels.append(label)
+        payloads.append(bytes(memoryview(msg)[start:]))
+    x = _stack(payloads, codes, expect_shape, dtype)  # (n, *shape)
+    y = torch.tensor(labels, dtype=torch.int64)  # (n,)
+    finite = _finite_rows(x)  # (n,)
+    if not bool(finite.all()):
+        skipped["non_finite"] += int((~finite).sum())
+        x, y = x[finite], y[finite]
+        kept = [i for i, ok in zip(kept, finite.tolist(), strict=True) if ok]
+    return x, y, kept, skipped
