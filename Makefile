@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV := $(VENV)/.installed-dev
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench fuzz soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,14 @@ lint: $(DEV)
 
 bench: $(STAMP)
 	$(BIN)/python bench/all.py
+
+# The fuzz tests with 2,000 examples each (make test runs them with 60).
+fuzz: $(DEV)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests -m fuzz
+
+# A 10-minute 2-rank real-mode run on replay streams: accounting and memory checked.
+soak: $(STAMP)
+	$(BIN)/python scripts/soak.py --minutes 10
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -205,3 +205,20 @@ def test_killed_rank_restarts_and_finishes_from_its_checkpoint(tmp_path: Path) -
     assert s["steps"] == 12
     assert (out / "checkpoint-rank1.pt").is_file()
     assert not _rank_pids(job.pid, 1)
+
+
+def test_bandwidth_emulation_charges_each_step_its_bytes(tmp_path: Path) -> None:
+    # a 1 Mbit/s uplink: each step's gradient all-reduce must take at least its bytes / rate
+    extra = ["policy.name=ddl", "streams.rates=[400, 400]", "live.source=replay"]
+    extra += ["train.steps=5", "live.bandwidth=true", "clock.bandwidth_bps=1e6"]
+    out = tmp_path / "run"
+    _finish(_launch(out, extra))
+    s = _summary(out)
+    import torch
+
+    params = sum(t.numel() for t in torch.load(out / "model.pt").values())
+    sent = 2.0 * (2 - 1) / 2 * 4 * params  # ring all-reduce bytes per rank, float32 gradient
+    floor = sent / (1e6 / 8)  # seconds at 125 kB/s
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert s["steps"] == 5 and floor > 0.2
+    assert all(floor * 0.95 <= r["comm_s"] <= floor * 3 + 1.0 for r in steps[1:]), (floor, steps)
