@@ -38,10 +38,11 @@ def _workers(root: int) -> list[int]:
     out = []
     for pid in found:
         try:
-            if b"scadles.launch" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                out.append(pid)
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
+        if b"scadles.launch" in cmd and b"torch.distributed.run" not in cmd:  # not torchrun
+            out.append(pid)
     return out
 
 
@@ -60,7 +61,7 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="scadles-soak-")) / "run"
     sets = [
         "data.name=mnist1d", "data.n_train=20000", "data.n_test=2000", "model.name=cnn1d",
-        "devices.count=2", "streams.rates=[300, 500]", "live.source=replay",
+        "devices.count=2", "streams.rates=[40, 88]", "live.source=replay",
         f"train.max_time_s={args.minutes * 60:g}", "eval.every=200", "policy.name=scadles",
     ]  # fmt: skip
     cmd = [sys.executable, "-m", "scadles.cli", "launch", "--nproc", "2", "--out", str(out)]
