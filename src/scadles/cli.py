@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from scadles import build, html_report, runner
+from scadles.cli_args import add_config_args
 from scadles.comm import device_slice
 from scadles.config import Config, config_to_dict, dump_toml, load_config, replace_key
 from scadles.errors import UserError
@@ -38,16 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("config", nargs="?", default=None, help="TOML config (default: the demo)")
-        sp.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a config key, e.g. --set devices.count=32 (repeatable)",
-        )
+    common = add_config_args
 
     r = sub.add_parser("run", help="train one policy; write config, steps, evals, summary")
     common(r)

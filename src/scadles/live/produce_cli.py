@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from scadles import build
+from scadles.cli_args import add_config_args
 from scadles.config import load_config
 from scadles.errors import UserError
 from scadles.live.source import DEFAULT_PREFIX, check_reachable, stream_names
@@ -26,15 +27,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "produce", help="stream each device's partition to a Kafka topic or Redis stream"
     )
-    p.add_argument("config", nargs="?", default=None, help="TOML config (default: the demo)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set devices.count=4 (repeatable)",
-    )
+    add_config_args(p)
     p.add_argument("--broker", default=None, help="kafka or redis (default: live.source)")
     p.add_argument(
         "--url",
