@@ -26,6 +26,7 @@ def per_sample(k: int) -> float:
             f'streams.rates={{dist = "normal", mean = {TOTAL_RATE / k}, std = 0}}',
             "train.steps=100000",
             "data.n_train=20000",
+            "policy.lr_scaling=false",  # batch 1024 at K=10 would scale the LR 16x and diverge
         ],
     )
     eng = build.engine(cfg)
