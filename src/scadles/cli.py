@@ -1,4 +1,4 @@
-"""The `scadles` command: run, compare, sweep, launch, config, report.
+"""The `scadles` command: run, compare, sweep, launch, config, produce, report, reproduce.
 
 Exit status: 0 on success, 2 on bad input (one line on stderr naming the key, the value and what
 is allowed), 1 on any other failure.
@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from scadles import build, html_report, runner
+from scadles import build, html_report, reproduce, runner
 from scadles.cli_args import add_config_args
 from scadles.comm import device_slice
 from scadles.config import Config, config_to_dict, dump_toml, load_config, replace_key
@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     html_report.add_parser(sub)
     produce_cli.add_parser(sub)
+    reproduce.add_parser(sub)
     return p
 
 
@@ -180,6 +181,7 @@ def _compare(cfg: Config, out: Path, policies: list[str], quiet: bool, console: 
 _STANDALONE: dict[str, Callable[[argparse.Namespace], int]] = {
     "report": html_report.main,
     "produce": produce_cli.main,
+    "reproduce": reproduce.main,
 }
 
 
