@@ -259,6 +259,7 @@ def live_engine(
     *,
     positions: Mapping[str, int] | None = None,
     defer_acks: bool = False,
+    start_s: float = 0.0,
 ) -> LiveEngine:
     """Build the real-mode engine of this rank: its devices' live streams, the wall clock."""
     data = data if data is not None else dataset(cfg)
@@ -289,6 +290,7 @@ def live_engine(
         consumer=f"rank{coll.rank}",
         replay=(local, sched, seed) if lv.source == "replay" else None,
         devices=list(range(lo, hi)),
+        start_s=start_s,  # a resumed run's replay continues a time-varying schedule
     )
     return LiveEngine(
         model=model,

@@ -149,7 +149,10 @@ def run(
     eng: Engine | LiveEngine
     if live:
         pos = saved["engine"]["positions"] if saved is not None else None
-        eng = build.live_engine(cfg, data, coll, positions=pos, defer_acks=bool(checkpoint_every))
+        start = float(saved["engine"]["elapsed"]) if saved is not None else 0.0
+        eng = build.live_engine(
+            cfg, data, coll, positions=pos, defer_acks=bool(checkpoint_every), start_s=start
+        )
     else:
         eng = build.engine(cfg, data, coll)
     t = cfg.train

@@ -235,6 +235,7 @@ def open_source(
     consumer: str = "rank0",
     replay: Replay | None = None,
     devices: Sequence[int] | None = None,
+    start_s: float = 0.0,
 ) -> LiveSource:
     """Open the live source of this rank's streams.
 
@@ -247,7 +248,9 @@ def open_source(
         if replay is None:
             raise ValueError("open_source('replay') needs replay=(parts, schedule, seed)")
         parts, schedule, seed = replay
-        return ReplaySource(parts, schedule, seed, streams, devices=devices, positions=positions)
+        return ReplaySource(
+            parts, schedule, seed, streams, devices=devices, positions=positions, start_s=start_s
+        )
     if kind == "kafka":
         from scadles.live.kafka_stream import KafkaSource
 
