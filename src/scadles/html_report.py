@@ -16,6 +16,7 @@ from typing import Any
 
 from scadles.errors import UserError
 from scadles.html_parts import Cell, Raw, figures, fmt, link, nbytes, page, pct, pre_json, table
+from scadles.tables import HEADERS, comparison_rows
 
 MARKERS = (  # the file that makes a directory each kind, checked in this order
     ("reproduction", "reproduction.json"),
@@ -76,23 +77,6 @@ def _run(path: Path) -> list[str]:
     return body
 
 
-def _policy_row(name: Cell, s: dict[str, Any], base_ttt: Any) -> list[Cell]:
-    """Return one comparison row; speedup is the baseline's time to target over this one's."""
-    ttt = s.get("time_to_target_s")
-    ok = isinstance(base_ttt, int | float) and isinstance(ttt, int | float) and ttt > 0
-    speedup = f"{base_ttt / ttt:.2f}x" if ok else "—"
-    return [
-        name,
-        fmt(ttt),
-        speedup,
-        pct(s.get("final_accuracy")),
-        pct(s.get("best_accuracy")),
-        fmt(s.get("buffer_peak_samples")),
-        nbytes(s.get("bytes_sent")),
-        fmt(s.get("wait_time_s")),
-    ]
-
-
 def _comparison(path: Path) -> list[str]:
     """Return a comparison's sections: headline numbers, policy table, plots, sub-reports."""
     comp = _load(path / "comparison.json")
@@ -107,14 +91,12 @@ def _comparison(path: Path) -> list[str]:
 
         plot_comparison(path, dirs)
     head = ("target_accuracy", "baseline", "candidate", "speedup", "accuracy_delta")
-    base = runs.get(str(comp.get("baseline", "ddl")))
-    base_ttt = base.get("time_to_target_s") if isinstance(base, dict) else None
-    rows = []
-    for name, s in runs.items():
-        cell = _sub(path, dirs[name], name) if name in dirs else name
-        rows.append(_policy_row(cell, s if isinstance(s, dict) else {}, base_ttt))
-    headers = ["policy", "time to target (s)", "speedup", "final top-1", "best top-1"]
-    headers += ["buffer peak (samples)", "bytes sent", "wait time (s)"]
+    if not all(isinstance(v, dict) for v in runs.values()):
+        raise UserError(f"report: {path / 'comparison.json'}: every run must be an object")
+    rows: list[list[Cell]] = []
+    for name, row in zip(runs, comparison_rows(comp), strict=True):  # the tables' cells
+        rows.append([_sub(path, dirs[name], name) if name in dirs else name, *row[1:]])
+    headers = list(HEADERS)
     return [
         table(("key", "value"), [(k, fmt(comp.get(k))) for k in head]),
         "<h2>Policies</h2>",

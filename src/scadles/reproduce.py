@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from scadles.cli_args import add_set_arg
 from scadles.errors import UserError
 from scadles.report import write_json
 from scadles.repro_experiments import EXPERIMENTS
@@ -158,14 +159,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output directory (resumable)")
     p.add_argument("--quick", action="store_true", help="smaller budgets and grids (~20 min)")
     p.add_argument("--only", default=None, metavar="NAME", help=f"one of: {', '.join(EXPERIMENTS)}")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key in every run (changes the runs: use another --out)",
-    )
+    add_set_arg(p, "override a config key in every run (changes the runs: use another --out)")
     p.add_argument("--configs", type=Path, default=None, help="folder of the experiment TOMLs")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the runs (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

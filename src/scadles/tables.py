@@ -38,7 +38,7 @@ HEADERS = (
 )
 
 
-def _rows(comp: dict[str, Any]) -> list[list[str]]:
+def comparison_rows(comp: dict[str, Any]) -> list[list[str]]:
     """Return one row of formatted cells per run; speedup is against the baseline's time."""
     b_ttt = comp["runs"].get(comp.get("baseline", "ddl"), {}).get("time_to_target_s")
     rows = []
@@ -77,7 +77,7 @@ def _verdict(comp: dict[str, Any]) -> str:
 def comparison_markdown(comp: dict[str, Any]) -> str:
     """Return the comparison as a markdown table followed by the speedup line."""
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + " --- |" * len(HEADERS)]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(comp)]
+    lines += ["| " + " | ".join(row) + " |" for row in comparison_rows(comp)]
     return "\n".join([*lines, "", f"**{_verdict(comp)}**", ""])
 
 
@@ -86,6 +86,6 @@ def comparison_table_rich(comp: dict[str, Any]) -> Table:
     table = Table(title="scadles comparison", caption=_verdict(comp))
     for i, h in enumerate(HEADERS):
         table.add_column(h, justify="left" if i == 0 else "right")
-    for row in _rows(comp):
+    for row in comparison_rows(comp):
         table.add_row(*row)
     return table

