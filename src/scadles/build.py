@@ -12,6 +12,7 @@ from scadles import clock
 from scadles.comm import Collective, LocalCollective, device_slice
 from scadles.compress import ErrorFeedback, Identity, make_compressor
 from scadles.compress.base import Compressor
+from scadles.compress.momentum import LocalMomentum
 from scadles.compress.switch import AccordionSwitch, CodeSwitch, Fixed, ScadlesSwitch, Switch
 from scadles.config import Config
 from scadles.data.buffer import StreamBuffer
@@ -125,9 +126,18 @@ def exchange(
         levels, switch = [critical, make(c.ratio)], AccordionSwitch(c.eta, low=0, high=1)
     p = sum(sizes)
     memory = ErrorFeedback.zeros(devices[1] - devices[0], p, enabled=c.error_feedback)
+    t = cfg.train
+    velocity = (
+        LocalMomentum(
+            devices[1] - devices[0], p, t.momentum, t.weight_decay, masking=c.momentum_masking
+        )
+        if c.momentum_correction
+        else None
+    )
     log.info("compression: %s at ratio %g, switch %s", name, c.ratio, kind)
     scale = comm_params / max(p, 1)
-    return Exchange(PerDeviceGrads(model), levels, switch, memory, scale, coll, devices)
+    grads = PerDeviceGrads(model)
+    return Exchange(grads, levels, switch, memory, scale, coll, devices, velocity)
 
 
 def injection(cfg: Config, data: Dataset, parts: list[torch.Tensor]) -> Injection | None:
@@ -185,8 +195,14 @@ def _model(cfg: Config, data: Dataset, coll: Collective | None) -> torch.nn.Modu
 
 
 def _optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Return SGD with momentum and weight decay, the same for every policy."""
+    """Return SGD with momentum and weight decay, the same for every policy.
+
+    Under momentum correction the exchange applies both per device before compression, so the
+    optimizer steps plain SGD.
+    """
     t = cfg.train
+    if cfg.compress.momentum_correction and compressor_name(cfg) not in ("none", "identity"):
+        return torch.optim.SGD(model.parameters(), lr=t.lr)
     return torch.optim.SGD(
         model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
     )

@@ -58,6 +58,7 @@ def exchange_state(ex: Exchange | DenseExchange) -> dict[str, Any]:
         "feedback": ex.feedback.state_dict(),
         "switch": ex.switch.state_dict(),
         "levels": [lv.state_dict() if hasattr(lv, "state_dict") else {} for lv in ex.levels],
+        "momentum": ex.momentum.state_dict() if ex.momentum is not None else {},
     }
 
 
@@ -66,6 +67,8 @@ def restore_exchange(ex: Exchange | DenseExchange, state: dict[str, Any]) -> Non
     if isinstance(ex, Exchange):
         ex.feedback.load_state_dict(state["feedback"])
         ex.switch.load_state_dict(state["switch"])
+        if ex.momentum is not None:
+            ex.momentum.load_state_dict(state["momentum"])
         for lv, s in zip(ex.levels, state["levels"], strict=True):
             if s and hasattr(lv, "load_state_dict"):
                 lv.load_state_dict(s)

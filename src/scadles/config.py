@@ -149,6 +149,8 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "ewma": number(0.0, 1.0, hi_open=True),
         "policy": optional(choice("compression switch", SWITCH_NAMES)),
         "error_feedback": boolean,
+        "momentum_correction": boolean,
+        "momentum_masking": boolean,
         "per_layer": boolean,
         "rank": INT_POS,
         "levels": INT_POS,

@@ -156,6 +156,8 @@ class CompressConfig:
     ewma: float = 0.9
     policy: str | None = None  # switch; None: by policy (scadles -> scadles, ddl -> fixed)
     error_feedback: bool = True
+    momentum_correction: bool = False  # DGC: momentum and weight decay per device, before Top-k
+    momentum_masking: bool = False  # DGC factor masking: clear velocity where a step sent it
     per_layer: bool = False
     rank: int = 1
     levels: int = 256

@@ -5,6 +5,7 @@ with per-sample weights w_i / b_i (the weighted mean of per-device gradients), t
 
 Compressed, for all local devices at once (GRACE order):
   g      = per-device mean-loss gradients                       (K, P), torch.func vmap
+  g      = momentum.accumulate(g)  (momentum correction only)   u_i = m u_i + g_i + wd w
   acc    = feedback.compensate(g)                               g_i + e_i
   level  = switch.decide(acc, Topk(acc), epoch, g)              votes summed over ranks
   send   = levels[level].compress(acc); feedback.update(acc, decompress(send))
@@ -27,6 +28,7 @@ from scadles.aggregate import sample_weights
 from scadles.comm import Collective, LocalCollective
 from scadles.compress.base import Compressor, Payload
 from scadles.compress.feedback import ErrorFeedback
+from scadles.compress.momentum import LocalMomentum
 from scadles.compress.switch import CodeSwitch, ScadlesSwitch, Switch
 from scadles.grads import PerDeviceGrads, write_flat_grad
 from scadles.models import Segments
@@ -150,6 +152,7 @@ class Exchange:
         scale: float = 1.0,
         coll: Collective | None = None,
         devices: tuple[int, int] = (0, 0),
+        momentum: LocalMomentum | None = None,
     ) -> None:
         self.grads = grads
         self.levels = levels
@@ -158,12 +161,15 @@ class Exchange:
         self.scale = scale
         self.coll = coll or LocalCollective()
         self.devices = devices
+        self.momentum = momentum
 
     def __call__(self, batch: Batch, epoch: int, gen: torch.Generator) -> Exchanged:
         """Leave the aggregated (compressed) update in p.grad; return its accounting."""
         k = len(batch.b)
         mine = batch.local(*self.devices)
         g, loss, logits = self.grads(mine.x, mine.y, mine.seg, mine.b)  # (K_l, P), (K_l,), (N_l, C)
+        if self.momentum is not None:  # DGC momentum correction: compress velocities
+            g = self.momentum.accumulate(g, self.grads.flat_params())
         acc = self.feedback.compensate(g)  # (K_l, P)
         probe = len(self.levels) - 1  # the most compressed level informs the switch
         sent = self.levels[probe].compress(acc, gen)
@@ -174,6 +180,8 @@ class Exchange:
             kept = self.levels[level].decompress(sent)
         self.feedback.update(acc, kept)
         comp = self.levels[level]
+        if self.momentum is not None and getattr(comp, "name", "") not in ("identity", "none"):
+            self.momentum.mask(kept)
         sent = self._gather(sent)
         w = (batch.weights if sent.nbytes.numel() == k else mine.weights).to(acc.dtype)
         update = comp.aggregate(sent, w)  # (P,)

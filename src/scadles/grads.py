@@ -243,6 +243,11 @@ class PerDeviceGrads:
         if self.has_bn and self.model.training and seg.numel() > 0:
             self.model(x, Segments(seg, k, None))
 
+    @torch.no_grad()
+    def flat_params(self) -> Tensor:
+        """Return the trainable parameters flattened in parameter order, (P,)."""
+        return torch.cat([p.reshape(-1) for _, p in _trainable(self.model)])
+
     def write_grad(self, model: nn.Module, flat: Tensor) -> None:
         """Set p.grad of model's trainable parameters from a flat vector (P,) in parameter order."""
         write_flat_grad([p for _, p in _trainable(model)], flat)

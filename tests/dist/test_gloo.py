@@ -23,6 +23,7 @@ BASE = [
 ]  # fmt: skip
 TOPK = ["--set", "compress.name=topk", "--set", "compress.policy=scadles"]
 BN = ["--set", "model.norm=batch"]
+MC = ["--set", "compress.momentum_correction=true", "--set", "compress.momentum_masking=false"]
 
 
 def params(run: Path) -> dict[str, torch.Tensor]:
@@ -32,8 +33,8 @@ def params(run: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     ("nproc", "extra"),
-    [(2, []), (4, []), (2, TOPK), (4, TOPK), (2, BN)],
-    ids=["2-dense", "4-dense", "2-topk", "4-topk", "2-dense-batchnorm"],
+    [(2, []), (4, []), (2, TOPK), (4, TOPK), (2, BN), (2, TOPK + MC)],
+    ids=["2-dense", "4-dense", "2-topk", "4-topk", "2-dense-batchnorm", "2-topk-momentum-corr"],
 )
 def test_gloo_processes_match_the_simulator(nproc: int, extra: list[str], tmp_path: Path) -> None:
     args = [*BASE, *extra]
