@@ -25,6 +25,11 @@ VARIANTS: dict[str, list[str]] = {
     "qsgd": ["compress.name=qsgd", "compress.policy=fixed"],
     "powersgd": ["compress.name=powersgd", "compress.rank=2", "compress.policy=fixed"],
     "topk+scadles switch": ["compress.name=topk", "compress.policy=scadles"],
+    "topk+momentum correction": [
+        "compress.name=topk",
+        "compress.policy=fixed",
+        "compress.momentum_correction=true",
+    ],
 }
 ROUNDS, STEPS = 3, 4
 

@@ -29,7 +29,7 @@ from scadles.comm import Collective, LocalCollective
 from scadles.compress.base import Compressor, Payload
 from scadles.compress.feedback import ErrorFeedback
 from scadles.compress.momentum import LocalMomentum
-from scadles.compress.switch import CodeSwitch, ScadlesSwitch, Switch
+from scadles.compress.switch import CodeSwitch, Fixed, ScadlesSwitch, Switch
 from scadles.grads import PerDeviceGrads, write_flat_grad
 from scadles.models import Segments
 
@@ -81,10 +81,6 @@ def _weighted_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         return loss if scale == 1.0 else loss * scale
     pw = sample_weights(batch.seg, batch.b, batch.weights).float()  # (N,)
     return (F.cross_entropy(logits, batch.y, reduction="none") * pw).sum()
-
-
-def _sum(coll: Collective, value: float) -> float:
-    return float(coll.all_reduce(torch.tensor([value], dtype=torch.float64))[0])
 
 
 class DenseExchange:
@@ -174,7 +170,10 @@ class Exchange:
         probe = len(self.levels) - 1  # the most compressed level informs the switch
         sent = self.levels[probe].compress(acc, gen)
         kept = self.levels[probe].decompress(sent)  # (K_l, P)
-        level = self._level(self.switch.decide(acc, kept, epoch, grad=g), k)
+        correct = int((logits.argmax(dim=1) == mine.y).sum())
+        wloss = float(mine.weights.to(loss.dtype) @ loss)
+        local = self.switch.decide(acc, kept, epoch, grad=g)
+        level, wloss, correct = self._agree(local, k, wloss, correct)
         if level != probe:
             sent = self.levels[level].compress(acc, gen)
             kept = self.levels[level].decompress(sent)
@@ -188,10 +187,6 @@ class Exchange:
         if sent.collective == "allreduce" and self.coll.world > 1:
             update = self.coll.all_reduce(update)
         self.grads.write_grad(self.grads.model, update)
-        correct = int((logits.argmax(dim=1) == mine.y).sum())
-        wloss = float(mine.weights.to(loss.dtype) @ loss)
-        if self.coll.world > 1:
-            wloss, correct = _sum(self.coll, wloss), int(_sum(self.coll, correct))
         nbytes = sent.nbytes.double()
         if nbytes.numel() != k:
             nbytes = self.coll.all_gather(nbytes).reshape(k)
@@ -205,15 +200,26 @@ class Exchange:
             correct=correct,
         )
 
-    def _level(self, local: int, k: int) -> int:
-        """Return the level every rank uses: the vote over all K devices (paper 2.4 [C])."""
+    def _agree(self, local: int, k: int, loss: float, correct: int) -> tuple[int, float, int]:
+        """Return the level every rank uses and the summed loss and hits: one all-reduce.
+
+        The vote over all K devices (paper 2.4 [C]) travels with the loss and the hit count; a
+        fixed switch needs no vote (every rank holds the same level).
+        """
         if self.coll.world == 1:
-            return local
+            return local, loss, correct
         sw = self.switch
-        if isinstance(sw, ScadlesSwitch | CodeSwitch):
-            votes = int(_sum(self.coll, float(sw.last_votes)))
-            return int(votes * 2 >= k) if isinstance(sw, ScadlesSwitch) else int(votes >= k // 2)
-        return int(self.coll.broadcast(torch.tensor([local]))[0])
+        voting = isinstance(sw, ScadlesSwitch | CodeSwitch)
+        votes = float(sw.last_votes) if isinstance(sw, ScadlesSwitch | CodeSwitch) else 0.0
+        scalars = torch.tensor([votes, loss, float(correct)], dtype=torch.float64)
+        summed = self.coll.all_reduce(scalars)
+        loss, correct = float(summed[1]), round(float(summed[2]))
+        if voting:
+            total = int(summed[0])
+            local = int(total * 2 >= k) if isinstance(sw, ScadlesSwitch) else int(total >= k // 2)
+        elif not isinstance(sw, Fixed):
+            local = int(self.coll.broadcast(torch.tensor([local]))[0])
+        return local, loss, correct
 
     def _gather(self, sent: Payload) -> Payload:
         """All-gather an all-gather payload so every rank holds all K devices' blocks."""
