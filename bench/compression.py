@@ -48,9 +48,9 @@ def main() -> None:
                 eng.step()
             spent[name] += time.perf_counter() - t0
     dense = spent["dense"]
-    print(f"{'variant':22s} {'ms/step':>9s} {'/ dense':>8s}")
+    print(f"{'variant':26s} {'ms/step':>9s} {'/ dense':>8s}")
     for name, s in spent.items():
-        print(f"{name:22s} {1e3 * s / (ROUNDS * STEPS):9.1f} {s / dense:8.2f}")
+        print(f"{name:26s} {1e3 * s / (ROUNDS * STEPS):9.1f} {s / dense:8.2f}")
     print(f"ratio: {spent['topk'] / dense:.3f}")
 
 
