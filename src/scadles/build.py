@@ -10,7 +10,7 @@ import torch
 
 from scadles import clock
 from scadles.comm import Collective, LocalCollective, device_slice
-from scadles.compress import ErrorFeedback, Identity, make_compressor
+from scadles.compress import ErrorFeedback, Identity, PowerSGD, make_compressor
 from scadles.compress.base import Compressor
 from scadles.compress.momentum import LocalMomentum
 from scadles.compress.switch import AccordionSwitch, CodeSwitch, Fixed, ScadlesSwitch, Switch
@@ -85,6 +85,15 @@ def switch_name(cfg: Config) -> str:
     return cfg.compress.policy or ("scadles" if cfg.policy.name == "scadles" else "fixed")
 
 
+def check_processes(cfg: Config, world: int) -> None:
+    """Refuse what cannot run over `world` processes (before any is spawned)."""
+    dense = compressor_name(cfg) in ("none", "identity")
+    if world > 1 and not dense and switch_name(cfg) == "accordion":
+        raise UserError(
+            "compress.policy = 'accordion' is not supported with more than one process yet"
+        )
+
+
 def exchange(
     cfg: Config,
     model: torch.nn.Module,
@@ -99,11 +108,7 @@ def exchange(
     devices = device_slice(k, coll.rank, coll.world)
     if name in ("none", "identity"):
         return DenseExchange(model, comm_params, coll, devices)
-    if coll.world > 1 and (name == "powersgd" or switch_name(cfg) == "accordion"):
-        what = (
-            "compress.name = 'powersgd'" if name == "powersgd" else "compress.policy = 'accordion'"
-        )
-        raise UserError(f"{what} is not supported with more than one process yet")
+    check_processes(cfg, coll.world)
     sizes, shapes = layer_sizes(model), layer_shapes(model)
     per_layer = sizes if c.per_layer else None
 
@@ -124,6 +129,9 @@ def exchange(
     else:
         critical = Identity() if c.critical_ratio >= 1.0 else make(c.critical_ratio)
         levels, switch = [critical, make(c.ratio)], AccordionSwitch(c.eta, low=0, high=1)
+    for lv in levels:
+        if isinstance(lv, PowerSGD) and coll.world > 1:
+            lv.reduce = coll.all_reduce  # both rounds summed over the ranks
     p = sum(sizes)
     memory = ErrorFeedback.zeros(devices[1] - devices[0], p, enabled=c.error_feedback)
     t = cfg.train

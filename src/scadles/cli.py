@@ -228,7 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console.print((args.out / "sweep.md").read_text())
         elif args.command == "launch":
             nodes = int(args.nnodes) if args.nnodes and args.nnodes.isdigit() else 1
-            device_slice(cfg.devices.count, 0, max(args.nproc, 1) * nodes)  # fail before spawning
+            world = max(args.nproc, 1) * nodes
+            device_slice(cfg.devices.count, 0, world)  # fail before spawning
+            build.check_processes(cfg, world)
             rest = [*([args.config] if args.config else []), "--out", str(args.out)]
             if args.checkpoint_every is not None:
                 rest += ["--checkpoint-every", str(args.checkpoint_every)]

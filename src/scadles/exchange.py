@@ -83,6 +83,11 @@ def _weighted_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     return (F.cross_entropy(logits, batch.y, reduction="none") * pw).sum()
 
 
+def _reduces_itself(comp: Compressor) -> bool:
+    """Return whether comp sums its rounds over processes itself (PowerSGD across ranks)."""
+    return getattr(comp, "reduce", None) is not None
+
+
 class DenseExchange:
     """Weighted union-batch backward on this rank's devices, then an all-reduce of gradients."""
 
@@ -184,7 +189,7 @@ class Exchange:
         sent = self._gather(sent)
         w = (batch.weights if sent.nbytes.numel() == k else mine.weights).to(acc.dtype)
         update = comp.aggregate(sent, w)  # (P,)
-        if sent.collective == "allreduce" and self.coll.world > 1:
+        if sent.collective == "allreduce" and self.coll.world > 1 and not _reduces_itself(comp):
             update = self.coll.all_reduce(update)
         self.grads.write_grad(self.grads.model, update)
         nbytes = sent.nbytes.double()

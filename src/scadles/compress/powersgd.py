@@ -16,11 +16,16 @@ P^_i = orth(M_i Q): what that device alone could reconstruct; error feedback use
 residual = input - decompressed. (PyTorch's DDP hook instead subtracts the shared approximation.)
 `aggregate` also stores the new Q as the next step's warm start. The rank of a layer is capped
 at min(n, m); wire cost per device is 4 * (sum r (n + m) + dense 1-D sizes) bytes.
+
+Across processes `reduce` (the collective's all-reduce) sums each round over the ranks: one
+all-reduce of every layer's P, then one of every layer's Q together with the dense layers, so
+the returned update is already global.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -36,15 +41,21 @@ def orthonormal(p: torch.Tensor) -> torch.Tensor:
 class PowerSGD:
     """Rank-r PowerSGD with a warm-started Q per matrix layer (state held here)."""
 
-    __slots__ = ("name", "q", "rank", "shapes")
+    __slots__ = ("name", "q", "rank", "reduce", "shapes")
 
-    def __init__(self, rank: int, shapes: tuple[tuple[int, ...], ...]) -> None:
+    def __init__(
+        self,
+        rank: int,
+        shapes: tuple[tuple[int, ...], ...],
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         if rank < 1:
             raise ValueError(f"PowerSGD rank must be >= 1, got {rank}")
         self.rank = rank
         self.shapes = shapes
         self.name = "powersgd"
         self.q: list[torch.Tensor | None] = [None] * len(shapes)  # warm starts, (m, r) per matrix
+        self.reduce = reduce  # sums a round over processes; None: this process holds every device
 
     def __repr__(self) -> str:
         return f"PowerSGD(rank={self.rank}, shapes={self.shapes})"
@@ -108,14 +119,35 @@ class PowerSGD:
         w = weights.to(updates.dtype)  # (K,)
         out = w @ updates  # (P,) dense layers: the plain weighted sum
         k = updates.shape[0]
-        for j, (off, n, m, r) in enumerate(self._layers()):
-            if r:
-                mats = updates[:, off : off + n * m].reshape(k, n, m)  # (K, n, m)
-                basis = orthonormal(torch.einsum("k,knr->nr", w, payload.data[f"p{j}"]))  # (n, r)
-                q = torch.einsum("k,knm,nr->mr", w, mats, basis)  # (m, r)
-                out[off : off + n * m] = (basis @ q.T).flatten()
-                self.q[j] = q.detach().clone()
+        mats = {
+            j: updates[:, off : off + n * m].reshape(k, n, m)  # (K, n, m)
+            for j, (off, n, m, r) in enumerate(self._layers())
+            if r
+        }
+        p_sums = [torch.einsum("k,knr->nr", w, payload.data[f"p{j}"]) for j in mats]
+        bases = [orthonormal(p) for p in self._round(p_sums)]  # (n, r) each
+        q_sums = [
+            torch.einsum("k,knm,nr->mr", w, mats[j], b) for j, b in zip(mats, bases, strict=True)
+        ]
+        if self.reduce is not None:  # the dense layers travel with the second round
+            q_sums.append(out)
+        reduced = self._round(q_sums)
+        if self.reduce is not None:
+            out = reduced.pop()
+        layers = self._layers()
+        for j, basis, q in zip(mats, bases, reduced, strict=True):
+            off, n, m, _ = layers[j]
+            out[off : off + n * m] = (basis @ q.T).flatten()
+            self.q[j] = q.detach().clone()
         return out
+
+    def _round(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Return parts summed over processes: one all-reduce of them all (as is without reduce)."""
+        if self.reduce is None or not parts:
+            return parts
+        flat = self.reduce(torch.cat([t.reshape(-1) for t in parts]))
+        chunks = torch.split(flat, [t.numel() for t in parts])
+        return [c.view_as(t) for c, t in zip(chunks, parts, strict=True)]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Return the warm-start Q of each matrix layer that has one."""
