@@ -85,15 +85,6 @@ def switch_name(cfg: Config) -> str:
     return cfg.compress.policy or ("scadles" if cfg.policy.name == "scadles" else "fixed")
 
 
-def check_processes(cfg: Config, world: int) -> None:
-    """Refuse what cannot run over `world` processes (before any is spawned)."""
-    dense = compressor_name(cfg) in ("none", "identity")
-    if world > 1 and not dense and switch_name(cfg) == "accordion":
-        raise UserError(
-            "compress.policy = 'accordion' is not supported with more than one process yet"
-        )
-
-
 def exchange(
     cfg: Config,
     model: torch.nn.Module,
@@ -108,7 +99,6 @@ def exchange(
     devices = device_slice(k, coll.rank, coll.world)
     if name in ("none", "identity"):
         return DenseExchange(model, comm_params, coll, devices)
-    check_processes(cfg, coll.world)
     sizes, shapes = layer_sizes(model), layer_shapes(model)
     per_layer = sizes if c.per_layer else None
 
@@ -128,7 +118,9 @@ def exchange(
         levels, switch = [Identity(), make(c.ratio)], CodeSwitch(c.delta, c.ratio, layers=sizes)
     else:
         critical = Identity() if c.critical_ratio >= 1.0 else make(c.critical_ratio)
-        levels, switch = [critical, make(c.ratio)], AccordionSwitch(c.eta, low=0, high=1)
+        reduce = coll.all_reduce if coll.world > 1 else None
+        levels = [critical, make(c.ratio)]
+        switch = AccordionSwitch(c.eta, low=0, high=1, reduce=reduce, devices=k)
     for lv in levels:
         if isinstance(lv, PowerSGD) and coll.world > 1:
             lv.reduce = coll.all_reduce  # both rounds summed over the ranks

@@ -230,7 +230,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             nodes = int(args.nnodes) if args.nnodes and args.nnodes.isdigit() else 1
             world = max(args.nproc, 1) * nodes
             device_slice(cfg.devices.count, 0, world)  # fail before spawning
-            build.check_processes(cfg, world)
             rest = [*([args.config] if args.config else []), "--out", str(args.out)]
             if args.checkpoint_every is not None:
                 rest += ["--checkpoint-every", str(args.checkpoint_every)]

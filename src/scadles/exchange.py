@@ -29,7 +29,7 @@ from scadles.comm import Collective, LocalCollective
 from scadles.compress.base import Compressor, Payload
 from scadles.compress.feedback import ErrorFeedback
 from scadles.compress.momentum import LocalMomentum
-from scadles.compress.switch import CodeSwitch, Fixed, ScadlesSwitch, Switch
+from scadles.compress.switch import CodeSwitch, ScadlesSwitch, Switch
 from scadles.grads import PerDeviceGrads, write_flat_grad
 from scadles.models import Segments
 
@@ -208,22 +208,23 @@ class Exchange:
     def _agree(self, local: int, k: int, loss: float, correct: int) -> tuple[int, float, int]:
         """Return the level every rank uses and the summed loss and hits: one all-reduce.
 
-        The vote over all K devices (paper 2.4 [C]) travels with the loss and the hit count; a
-        fixed switch needs no vote (every rank holds the same level).
+        The vote over all K devices (paper 2.4 [C]) travels with the loss and the hit count. A
+        fixed switch, and Accordion (whose accumulator is all-reduced), pick the same level on
+        every rank by construction; the same all-reduce checks it, so a disagreement stops the
+        run with an error instead of mismatched collectives.
         """
         if self.coll.world == 1:
             return local, loss, correct
         sw = self.switch
-        voting = isinstance(sw, ScadlesSwitch | CodeSwitch)
         votes = float(sw.last_votes) if isinstance(sw, ScadlesSwitch | CodeSwitch) else 0.0
-        scalars = torch.tensor([votes, loss, float(correct)], dtype=torch.float64)
+        scalars = torch.tensor([votes, loss, float(correct), float(local)], dtype=torch.float64)
         summed = self.coll.all_reduce(scalars)
         loss, correct = float(summed[1]), round(float(summed[2]))
-        if voting:
+        if isinstance(sw, ScadlesSwitch | CodeSwitch):
             total = int(summed[0])
             local = int(total * 2 >= k) if isinstance(sw, ScadlesSwitch) else int(total >= k // 2)
-        elif not isinstance(sw, Fixed):
-            local = int(self.coll.broadcast(torch.tensor([local]))[0])
+        elif round(float(summed[3])) != local * self.coll.world:
+            raise RuntimeError(f"ranks disagree on the compression level (this rank: {local})")
         return local, loss, correct
 
     def _gather(self, sent: Payload) -> Payload:

@@ -24,6 +24,14 @@ BASE = [
 TOPK = ["--set", "compress.name=topk", "--set", "compress.policy=scadles"]
 BN = ["--set", "model.norm=batch"]
 POWERSGD = ["--set", "compress.name=powersgd", "--set", "compress.rank=2"]
+ACCORDION = [
+    "--set",
+    "compress.name=topk",
+    "--set",
+    "compress.policy=accordion",
+    "--set",
+    "compress.eta=0.1",
+]
 MC = ["--set", "compress.momentum_correction=true", "--set", "compress.momentum_masking=false"]
 
 
@@ -34,7 +42,16 @@ def params(run: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     ("nproc", "extra"),
-    [(2, []), (4, []), (2, TOPK), (4, TOPK), (2, BN), (2, TOPK + MC), (4, POWERSGD)],
+    [
+        (2, []),
+        (4, []),
+        (2, TOPK),
+        (4, TOPK),
+        (2, BN),
+        (2, TOPK + MC),
+        (4, POWERSGD),
+        (2, ACCORDION),
+    ],
     ids=[
         "2-dense",
         "4-dense",
@@ -43,6 +60,7 @@ def params(run: Path) -> dict[str, torch.Tensor]:
         "2-dense-batchnorm",
         "2-topk-momentum-corr",
         "4-powersgd",
+        "2-accordion",
     ],
 )
 def test_gloo_processes_match_the_simulator(nproc: int, extra: list[str], tmp_path: Path) -> None:
@@ -60,16 +78,3 @@ def test_gloo_processes_match_the_simulator(nproc: int, extra: list[str], tmp_pa
 def test_device_count_must_divide_over_processes(tmp_path: Path) -> None:
     args = [*BASE, "--set", "devices.count=3", "--set", "streams.rates=[20, 40, 64]"]
     assert main(["launch", "--nproc", "2", *args, "--out", str(tmp_path)]) == 2
-
-
-def test_accordion_is_refused_across_processes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Refused before any process starts: exit 2 and one line naming the key."""
-    args = [*BASE, "--set", "compress.name=topk", "--set", "compress.policy=accordion"]
-    assert main(["launch", "--nproc", "2", *args, "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        "scadles: error: compress.policy = 'accordion' is not supported with more than one "
-        "process yet"
-    ]

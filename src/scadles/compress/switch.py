@@ -8,6 +8,7 @@ device takes the same collective. Per-device state is a tensor axis; only per-la
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -249,15 +250,29 @@ class AccordionSwitch:
     norm is compared with the previous accumulator's: |‖Δ_prev‖ − ‖Δ_cur‖| / ‖Δ_prev‖ >= eta marks
     a critical regime (level `low`, less compression), else level `high`; the accumulator then
     restarts. Before the first comparison the level is `low`.
+
+    Across processes `reduce` (the collective's all-reduce) sums the local devices' updates over
+    the ranks, one (P,) all-reduce per decision, and `devices` is the total K; every rank then
+    holds the same accumulator and picks the same level.
     """
 
-    def __init__(self, eta: float = 0.5, low: int = 0, high: int = 1, interval: int = 1) -> None:
+    def __init__(
+        self,
+        eta: float = 0.5,
+        low: int = 0,
+        high: int = 1,
+        interval: int = 1,
+        *,
+        reduce: Callable[[Tensor], Tensor] | None = None,
+        devices: int = 0,
+    ) -> None:
         _check("eta", eta, 0.0, math.inf)
         if low < 0 or high < 0:
             raise UserError(f"compress.levels must be >= 0, got low={low} high={high}")
         if interval < 1:
             raise UserError(f"compress.interval must be >= 1, got {interval}")
         self.eta, self.low, self.high, self.interval = eta, low, high, interval
+        self.reduce, self.devices = reduce, devices
         self.delta: Tensor | None = None  # (P,) accumulated device-mean update
         self.count = 0
         self.prev = -1.0  # norm of the previous accumulator, -1 before the first
@@ -267,7 +282,10 @@ class AccordionSwitch:
         self, acc: Tensor, kept: Tensor | None, epoch: int, grad: Tensor | None = None
     ) -> int:
         """Accumulate the mean update; every `interval` calls pick low or high from its norm."""
-        mean = acc.mean(0)  # (P,)
+        if self.reduce is None:
+            mean = acc.mean(0)  # (P,)
+        else:
+            mean = self.reduce(acc.sum(0)) / max(self.devices, 1)  # (P,) over all ranks
         self.delta = mean if self.delta is None else self.delta + mean
         self.count += 1
         if self.count >= self.interval:
