@@ -80,6 +80,11 @@ def compressor_name(cfg: Config) -> str:
     return "topk_layer" if name == "topk" and cfg.compress.per_layer else name
 
 
+def compresses(cfg: Config) -> bool:
+    """Return whether the run compresses at all (else the dense union-batch exchange)."""
+    return compressor_name(cfg) not in ("none", "identity")
+
+
 def switch_name(cfg: Config) -> str:
     """Return the compression switch: configured, or the policy's default."""
     return cfg.compress.policy or ("scadles" if cfg.policy.name == "scadles" else "fixed")
@@ -97,7 +102,7 @@ def exchange(
     name = compressor_name(cfg)
     coll = coll or LocalCollective()
     devices = device_slice(k, coll.rank, coll.world)
-    if name in ("none", "identity"):
+    if not compresses(cfg):
         return DenseExchange(model, comm_params, coll, devices)
     sizes, shapes = layer_sizes(model), layer_shapes(model)
     per_layer = sizes if c.per_layer else None
@@ -201,7 +206,7 @@ def _optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     optimizer steps plain SGD.
     """
     t = cfg.train
-    if cfg.compress.momentum_correction and compressor_name(cfg) not in ("none", "identity"):
+    if cfg.compress.momentum_correction and compresses(cfg):
         return torch.optim.SGD(model.parameters(), lr=t.lr)
     return torch.optim.SGD(
         model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay

@@ -170,7 +170,8 @@ class Exchange:
         mine = batch.local(*self.devices)
         g, loss, logits = self.grads(mine.x, mine.y, mine.seg, mine.b)  # (K_l, P), (K_l,), (N_l, C)
         if self.momentum is not None:  # DGC momentum correction: compress velocities
-            g = self.momentum.accumulate(g, self.grads.flat_params())
+            decay = self.grads.flat_params() if self.momentum.weight_decay else None
+            g = self.momentum.accumulate(g, decay)
         acc = self.feedback.compensate(g)  # (K_l, P)
         probe = len(self.levels) - 1  # the most compressed level informs the switch
         sent = self.levels[probe].compress(acc, gen)
@@ -184,7 +185,8 @@ class Exchange:
             kept = self.levels[level].decompress(sent)
         self.feedback.update(acc, kept)
         comp = self.levels[level]
-        if self.momentum is not None and getattr(comp, "name", "") not in ("identity", "none"):
+        compressed = getattr(comp, "name", "") not in ("identity", "none")
+        if self.momentum is not None and compressed:
             self.momentum.mask(kept)
         sent = self._gather(sent)
         w = (batch.weights if sent.nbytes.numel() == k else mine.weights).to(acc.dtype)
@@ -195,12 +197,11 @@ class Exchange:
         nbytes = sent.nbytes.double()
         if nbytes.numel() != k:
             nbytes = self.coll.all_gather(nbytes).reshape(k)
-        name = getattr(comp, "name", "")
         return Exchanged(
             nbytes=nbytes * self.scale,
             floats=float(nbytes.numel() and sent.floats.double().mean()) * self.scale,
             collective=sent.collective,
-            compressed=name not in ("identity", "none"),
+            compressed=compressed,
             loss=wloss,
             correct=correct,
         )

@@ -35,9 +35,17 @@ class LocalMomentum:
         self.masking = masking
         self.velocity = torch.zeros(k, p)  # (K, P)
 
-    def accumulate(self, g: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Fold this step's gradients g (K, P) and weight decay of params (P,) into the velocity."""
-        d = g if self.weight_decay == 0.0 else g + self.weight_decay * params.to(g.dtype)
+    def accumulate(self, g: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+        """Fold this step's gradients g (K, P) and weight decay of params (P,) into the velocity.
+
+        params may be None when weight_decay is 0 (nothing to decay).
+        """
+        if self.weight_decay == 0.0:
+            d = g
+        elif params is None:
+            raise ValueError("momentum correction with weight decay needs the parameters")
+        else:
+            d = g + self.weight_decay * params.to(g.dtype)
         self.velocity = (self.momentum * self.velocity + d).to(self.velocity.dtype)
         return self.velocity
 

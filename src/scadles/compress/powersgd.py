@@ -119,9 +119,10 @@ class PowerSGD:
         w = weights.to(updates.dtype)  # (K,)
         out = w @ updates  # (P,) dense layers: the plain weighted sum
         k = updates.shape[0]
+        layers = self._layers()
         mats = {
             j: updates[:, off : off + n * m].reshape(k, n, m)  # (K, n, m)
-            for j, (off, n, m, r) in enumerate(self._layers())
+            for j, (off, n, m, r) in enumerate(layers)
             if r
         }
         p_sums = [torch.einsum("k,knr->nr", w, payload.data[f"p{j}"]) for j in mats]
@@ -134,7 +135,6 @@ class PowerSGD:
         reduced = self._round(q_sums)
         if self.reduce is not None:
             out = reduced.pop()
-        layers = self._layers()
         for j, basis, q in zip(mats, bases, reduced, strict=True):
             off, n, m, _ = layers[j]
             out[off : off + n * m] = (basis @ q.T).flatten()
