@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from scadles.config import (
     SCHEMA,
+    TEXT_KEYS,
     Config,
     RateSpec,
     ScheduleStep,
@@ -193,6 +194,38 @@ def test_overrides_of_every_value_kind_reach_the_config(tmp_path: Path) -> None:
         None, ["streams.rates={dist = 'uniform', mean = 38}", "streams.rates.std=5"]
     )
     assert nested.streams.rates == RateSpec(dist="uniform", mean=38.0, std=5.0)
+
+
+def _takes_any_text(key: str) -> bool:
+    """Return whether the schema's check for `key` refuses a number but takes free text."""
+    section, name = key.split(".")
+    check = SCHEMA[section][1][name]
+    try:
+        check(key, 1)
+    except UserError as err:
+        if "must be a string" not in str(err):
+            return False
+    else:
+        return False
+    try:
+        check(key, "zz-not-a-name")
+    except UserError as err:
+        return "file not found" in str(err)  # a path: any text names a file
+    return True
+
+
+def test_text_keys_are_the_schemas_free_text_keys() -> None:
+    keys = {f"{s}.{k}" for s, (_, checks) in SCHEMA.items() for k in checks}
+    assert {k for k in keys if _takes_any_text(k)} == TEXT_KEYS
+
+
+@pytest.mark.parametrize("text", ["50e5043697", "1234", "1e3", "true", "inf", "[1]"])
+def test_set_on_a_text_key_keeps_the_text_as_typed(text: str) -> None:
+    cfg = load_config(None, [f"live.prefix={text}", f"live.group= {text} "])
+    assert cfg.live.prefix == text and cfg.live.group == text
+    assert load_config(None, ['live.prefix="quoted"']).live.prefix == "quoted"
+    with pytest.raises(UserError, match=r"live\.prefix must be a string, got 1234"):
+        config_from_dict(base(live={"prefix": 1234}))  # a TOML file still says what it means
 
 
 @pytest.mark.parametrize(

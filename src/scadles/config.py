@@ -178,11 +178,20 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
 }  # fmt: skip
 
 
+# Keys whose values are free text: `--set live.prefix=50e5043697` means that text, not the
+# float TOML reads (inf), and `--set data.path=2024` means the file, not the integer.
+TEXT_KEYS = frozenset(
+    {"data.path", "streams.trace", "clock.csv", "live.url", "live.prefix", "live.group"}
+)
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
     """Read a TOML file (None: the packaged demo), apply `key=value` overrides, validate."""
     raw = _read_toml(path)
     for text in overrides:
         dotted, value = parse_override(text)
+        if dotted in TEXT_KEYS and not isinstance(value, str):
+            value = text.partition("=")[2].strip()
         _set_dotted(raw, dotted, value)
     return config_from_dict(raw)
 

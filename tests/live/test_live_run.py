@@ -114,7 +114,10 @@ def _wait_for(path: Path, lines: int, proc: subprocess.Popen[str]) -> None:
     """Wait until the file exists with at least `lines` lines while proc runs."""
     deadline = time.monotonic() + 120
     while not (path.is_file() and len(path.read_text().splitlines()) >= lines):
-        assert time.monotonic() < deadline and proc.poll() is None, "the run did not start"
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"the run ended with status {proc.returncode}:\n{out[-3000:]}")
+        assert time.monotonic() < deadline, f"{path.name} did not reach {lines} lines in 120 s"
         time.sleep(0.05)
 
 
