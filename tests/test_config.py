@@ -224,6 +224,8 @@ def test_set_on_a_text_key_keeps_the_text_as_typed(text: str) -> None:
     cfg = load_config(None, [f"live.prefix={text}", f"live.group= {text} "])
     assert cfg.live.prefix == text and cfg.live.group == text
     assert load_config(None, ['live.prefix="quoted"']).live.prefix == "quoted"
+    assert parse_override(f"live.url = {text}") == ("live.url", text)  # sweep grids use it too
+    assert parse_override(f"train.lr={text}")[1] != text
     with pytest.raises(UserError, match=r"live\.prefix must be a string, got 1234"):
         config_from_dict(base(live={"prefix": 1234}))  # a TOML file still says what it means
 

@@ -189,10 +189,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     """Read a TOML file (None: the packaged demo), apply `key=value` overrides, validate."""
     raw = _read_toml(path)
     for text in overrides:
-        dotted, value = parse_override(text)
-        if dotted in TEXT_KEYS and not isinstance(value, str):
-            value = text.partition("=")[2].strip()
-        _set_dotted(raw, dotted, value)
+        _set_dotted(raw, *parse_override(text))
     return config_from_dict(raw)
 
 
@@ -229,13 +226,19 @@ def _why(err: Exception) -> str:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """Split "a.b=VALUE"; VALUE is a TOML value if it parses as one, else a bare string."""
+    """Split "a.b=VALUE"; VALUE is a TOML value if it parses as one, else a bare string.
+
+    A free-text key (TEXT_KEYS) keeps unquoted text as typed; a quoted string is unquoted.
+    """
     dotted, sep, value_text = text.partition("=")
     dotted = dotted.strip()
     parts = dotted.split(".")
     if not sep or len(parts) < 2 or not all(p.strip() for p in parts):
         raise UserError(f"--set expects section.key=value, got {show(text)}")
-    return ".".join(p.strip() for p in parts), _parse_value(value_text.strip())
+    key, value = ".".join(p.strip() for p in parts), _parse_value(value_text.strip())
+    if key in TEXT_KEYS and not isinstance(value, str):
+        value = value_text.strip()
+    return key, value
 
 
 def _parse_value(text: str) -> Any:
