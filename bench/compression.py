@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from scadles import build
-from scadles.config import load_config
+from scadles.config.load import load_config
+from scadles.training import build
 
 VARIANTS: dict[str, list[str]] = {
     "dense": ["compress.name=none"],

@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch.multiprocessing.spawn import start_processes
 from torch.nn.parallel import DistributedDataParallel
 
-from scadles import build
 from scadles.comm import TorchCollective
-from scadles.config import load_config
+from scadles.config.load import load_config
 from scadles.exchange import Batch
+from scadles.training import build
 
 PER_RANK = 64
 WARMUP = 20

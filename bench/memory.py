@@ -1,7 +1,8 @@
 """Host memory of a 1,000-device simulation stays flat: peak RSS after 1,000 and 10,000 steps.
 
-Each length runs `scadles.runner.run` (synthetic data, a width-8 MLP, ScaDLES, 1,000 devices of
-1-2 samples per step, steps.jsonl and evals.jsonl streamed into a temporary folder) in a fresh
+Each length runs `scadles.training.runner.run` (synthetic data, a width-8 MLP, ScaDLES, 1,000
+devices of 1-2 samples per step, steps.jsonl and evals.jsonl streamed into a temporary folder)
+in a fresh
 subprocess. RSS (VmRSS) is sampled every 100 steps of the training loop; "loop peak" is the largest
 sample, "growth" the last sample minus the first (at step 100). "process peak" is ru_maxrss, which
 also counts set-up (the per-device label plot). Printed last: the ratio of the loop peaks,
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from scadles import runner
-from scadles.config import load_config, replace_key
+from scadles.config.load import load_config, replace_key
+from scadles.training import runner
 
 DEVICES = 1000
 LENGTHS = (1000, 10000)

@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from scadles import build
-from scadles.config import load_config
+from scadles.config.load import load_config
+from scadles.training import build
 
 TOTAL_RATE = 10240.0
 STEPS = 20

@@ -17,8 +17,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from scadles import build
-from scadles.config import load_config
+from scadles.config.load import load_config
+from scadles.training import build
 
 PAIRS = 400
 WARMUP = 20

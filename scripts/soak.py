@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def _workers(root: int) -> list[int]:
-    """Return the pids of the scadles.launch workers below root."""
+    """Return the pids of the scadles.training.launch workers below root."""
     parent = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -41,7 +41,8 @@ def _workers(root: int) -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"scadles.launch" in cmd and b"torch.distributed.run" not in cmd:  # not torchrun
+        worker = b"scadles.training.launch" in cmd
+        if worker and b"torch.distributed.run" not in cmd:  # not torchrun
             out.append(pid)
     return out
 

@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-from scadles import checkpoint
+from scadles.training import checkpoint
 
 CONFIG = {"train": {"seed": 1}}
 WRITER = """
 import sys, torch
 from pathlib import Path
-from scadles import checkpoint
+from scadles.training import checkpoint
 path = Path(sys.argv[1])
 i = 0
 while True:

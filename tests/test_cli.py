@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scadles.cli import main
+from scadles.cli.main import main
 
 FAST = [
     "--set", "data.name=synthetic",

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scadles.config import (
+from scadles.config.load import (
     SCHEMA,
     TEXT_KEYS,
     Config,
@@ -23,7 +23,7 @@ from scadles.config import (
     parse_override,
     replace_key,
 )
-from scadles.config_schema import resolved_buffer_policy, resolved_lr_scaling
+from scadles.config.schema import resolved_buffer_policy, resolved_lr_scaling
 from scadles.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from scadles.data.datasets import Dataset
 from scadles.data.rates import RateSchedule
 from scadles.data.streams import Arrivals, ReplayOrder
 from scadles.engine import Engine, Schedule
-from scadles.models import Segments, build_model
+from scadles.nn import Segments, build_model
 from scadles.policies import BatchRule
 
 

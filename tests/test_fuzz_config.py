@@ -20,9 +20,9 @@ import pytest
 from hypothesis import currently_in_test_context, event, given
 from hypothesis import strategies as st
 
-from scadles.cli import main
-from scadles.config import SCHEMA, load_config
-from scadles.config_checks import string
+from scadles.cli.main import main
+from scadles.config.checks import string
+from scadles.config.load import SCHEMA, load_config
 
 pytestmark = pytest.mark.fuzz
 

@@ -20,7 +20,7 @@ from scadles.grads import (
     pad,
     plan_groups,
 )
-from scadles.models import Segments, build_model, param_count
+from scadles.nn import Segments, build_model, param_count
 
 LENGTHS = [3, 0, 5, 2, 4]  # uneven device batches, one empty device
 SHAPES = {"mlp": (6,), "cnn1d": (12,)}

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from scadles.cli import main as cli_main
+from scadles.cli.main import main as cli_main
 from scadles.errors import UserError
-from scadles.html_report import add_parser, main, write_report
-from scadles.report import comparison, write_json
+from scadles.report.html import add_parser, main, write_report
+from scadles.report.records import comparison, write_json
 
 TINY = [
     "--set", "data.name=synthetic",

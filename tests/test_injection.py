@@ -19,7 +19,7 @@ from scadles.data.injection import (
     exposure,
 )
 from scadles.errors import UserError
-from scadles.plot_labels import plot_label_distribution
+from scadles.report.labels import plot_label_distribution
 
 RANGE = 1000  # device d's own rows are dataset indices [d*RANGE, d*RANGE + b_d)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scadles import build
-from scadles.checkpoint import engine_state, restore_engine
 from scadles.compress import ErrorFeedback
 from scadles.compress.momentum import LocalMomentum
 from scadles.compress.topk import TopK
-from scadles.config import Config, config_from_dict
+from scadles.config.load import Config, config_from_dict
 from scadles.engine import Engine
 from scadles.errors import UserError
+from scadles.training import build
+from scadles.training.checkpoint import engine_state, restore_engine
 
 K, P = 3, 40
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scadles import paper
+from scadles.reproduce import paper
 
 # Table II cells whose printed value is not Eq. 3 rounded to the printed digits (paper arithmetic).
 MISPRINTS = {

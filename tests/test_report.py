@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from scadles import plots
 from scadles.errors import UserError
-from scadles.report import (
+from scadles.report import plots
+from scadles.report.records import (
     EvalReport,
     JsonlWriter,
     StepReport,
@@ -23,7 +23,7 @@ from scadles.report import (
     read_jsonl,
     write_json,
 )
-from scadles.tables import comparison_markdown, comparison_table_rich
+from scadles.report.tables import comparison_markdown, comparison_table_rich
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

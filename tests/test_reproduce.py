@@ -10,11 +10,18 @@ from typing import Any
 import pytest
 import torch
 
-from scadles import repro_runs
-from scadles.config import config_to_dict, load_config, replace_key
+from scadles.config.load import config_to_dict, load_config, replace_key
 from scadles.errors import UserError
-from scadles.repro_experiments import EXPERIMENTS
-from scadles.reproduce import ROW_KEYS, add_parser, default_config_dir, main, markdown, reproduce
+from scadles.reproduce import runs as repro_runs
+from scadles.reproduce.driver import (
+    ROW_KEYS,
+    add_parser,
+    default_config_dir,
+    main,
+    markdown,
+    reproduce,
+)
+from scadles.reproduce.experiments import EXPERIMENTS
 
 TINY = """
 [data]

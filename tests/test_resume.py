@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scadles.cli import main
+from scadles.cli.main import main
 
 ARGS = [
     "--set", "data.name=synthetic",

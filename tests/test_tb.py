@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from scadles.errors import UserError
-from scadles.report import EvalReport, StepReport
-from scadles.tb import TensorBoardWriter
+from scadles.report.records import EvalReport, StepReport
+from scadles.report.tensorboard import TensorBoardWriter
 
 NEEDS_TB = "the tensorboard extra is not installed"
 
@@ -74,7 +74,7 @@ def test_run_tensorboard_flag_writes_every_step_and_eval(tmp_path: Path) -> None
     pytest.importorskip("tensorboard", reason=NEEDS_TB)
     import json
 
-    from scadles.cli import main as cli_main
+    from scadles.cli.main import main as cli_main
 
     tiny = [
         "--set", "data.name=synthetic", "--set", "data.n_train=600", "--set", "data.n_test=200",

@@ -28,7 +28,7 @@ from scadles.data.injection import Injection
 from scadles.data.streams import Arrivals, ReplayOrder
 from scadles.exchange import Batch, DenseExchange, Exchange
 from scadles.policies import BatchRule, lr_schedule
-from scadles.report import EvalReport, StepReport
+from scadles.report.records import EvalReport, StepReport
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from scadles.compress.feedback import ErrorFeedback
 from scadles.compress.momentum import LocalMomentum
 from scadles.compress.switch import CodeSwitch, ScadlesSwitch, Switch
 from scadles.grads import PerDeviceGrads, write_flat_grad
-from scadles.models import Segments
+from scadles.nn import Segments
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from scadles.models import SegmentBatchNorm, Segments, no_running_stats
+from scadles.nn import SegmentBatchNorm, Segments, no_running_stats
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scadles.cli import main
+from scadles.cli.main import main
 
 pytestmark = pytest.mark.dist
 

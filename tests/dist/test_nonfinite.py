@@ -16,9 +16,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from scadles import build
+from scadles.training import build
 from scadles.comm import TorchCollective
-from scadles.config import load_config
+from scadles.config.load import load_config
 
 pytestmark = pytest.mark.dist
 

@@ -177,7 +177,7 @@ def _descendants(root: int) -> list[int]:
 
 
 def _rank_pids(root: int, rank: int) -> list[int]:
-    """Return the pids of the `scadles.launch` workers of this rank under root."""
+    """Return the pids of the `scadles.training.launch` workers of this rank under root."""
     pids = []
     for pid in _descendants(root):
         try:
@@ -185,7 +185,7 @@ def _rank_pids(root: int, rank: int) -> list[int]:
             env = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
-        if b"scadles.launch" in cmd and f"\0RANK={rank}\0".encode() in b"\0" + env:
+        if b"scadles.training.launch" in cmd and f"\0RANK={rank}\0".encode() in b"\0" + env:
             pids.append(pid)
     return pids
 

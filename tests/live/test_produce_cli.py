@@ -8,11 +8,11 @@ import time
 import pytest
 import torch
 
-from scadles import build
-from scadles.config import load_config
+from scadles.cli.produce import add_parser, main
+from scadles.config.load import load_config
 from scadles.errors import UserError
-from scadles.live.produce_cli import add_parser, main
 from scadles.live.source import LiveSource, open_source
+from scadles.training import build
 
 SETS = [
     "data.name=synthetic",

@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-from scadles.checkpoint import exchange_state, restore_exchange
 from scadles.comm import device_slice
 from scadles.data.datasets import Dataset
 from scadles.data.rates import RateSchedule
@@ -33,7 +32,8 @@ from scadles.live.bucket import ThrottledCollective
 from scadles.live.buffer import LiveBuffer
 from scadles.live.source import LiveSource
 from scadles.policies import BatchRule
-from scadles.report import EvalReport, StepReport
+from scadles.report.records import EvalReport, StepReport
+from scadles.training.checkpoint import exchange_state, restore_exchange
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Real mode: one process per rank under torchrun, each training its slice of the devices.
 
 `scadles launch --nproc N CONFIG ...` starts `python -m torch.distributed.run ... -m
-scadles.launch CONFIG ...`; this module is what every rank runs. gloo on CPU, nccl on CUDA.
+scadles.training.launch CONFIG ...`; this module is what every rank runs. gloo on CPU, nccl on CUDA.
 Across machines, pass torchrun's own flags (--nnodes, --node-rank, --master-addr, --master-port).
 """
 
@@ -20,10 +20,10 @@ import torch
 import torch.distributed as dist
 from torch._C._distributed_c10d import PrefixStore, TCPStore
 
-from scadles import checkpoint, runner
 from scadles.comm import TorchCollective
-from scadles.config import load_config, replace_key
+from scadles.config.load import load_config, replace_key
 from scadles.errors import UserError
+from scadles.training import checkpoint, runner
 
 
 def torchrun_command(
@@ -48,7 +48,7 @@ def torchrun_command(
             cmd.append(f"--master-addr={master_addr}")
         if master_port is not None:
             cmd.append(f"--master-port={master_port}")
-    cmd += [f"--max-restarts={max_restarts}", "-m", "scadles.launch", *rest]
+    cmd += [f"--max-restarts={max_restarts}", "-m", "scadles.training.launch", *rest]
     return cmd
 
 
@@ -95,7 +95,7 @@ def _restarted_with_checkpoint(out: Path, coll: TorchCollective) -> bool:
 
 def _rank_main(argv: Sequence[str] | None = None) -> int:
     """Train this rank's devices; rank 0 writes the run directory."""
-    p = argparse.ArgumentParser(prog="scadles.launch")
+    p = argparse.ArgumentParser(prog="scadles.training.launch")
     p.add_argument("config", nargs="?", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--out", required=True, type=Path)

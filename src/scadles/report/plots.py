@@ -15,7 +15,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from scadles.report import iter_jsonl
+from scadles.report.records import iter_jsonl
 
 MAX_POINTS = 4000  # per run and column, after thinning
 MAX_DEVICES = 32  # lines per batch-size panel

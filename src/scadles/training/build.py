@@ -14,7 +14,7 @@ from scadles.compress import ErrorFeedback, Identity, PowerSGD, make_compressor
 from scadles.compress.base import Compressor
 from scadles.compress.momentum import LocalMomentum
 from scadles.compress.switch import AccordionSwitch, CodeSwitch, Fixed, ScadlesSwitch, Switch
-from scadles.config import Config
+from scadles.config.load import Config
 from scadles.data.buffer import StreamBuffer
 from scadles.data.datasets import Dataset, load_dataset
 from scadles.data.injection import ClassPoolInjection, Injection, PeerInjection
@@ -29,7 +29,7 @@ from scadles.live.bucket import ThrottledCollective, TokenBucket
 from scadles.live.buffer import LiveBuffer
 from scadles.live.engine import LiveEngine
 from scadles.live.source import open_source, stream_names
-from scadles.models import build_model, param_count
+from scadles.nn import build_model, param_count
 from scadles.policies import DEFAULT_BUFFER, BatchRule
 
 log = logging.getLogger(__name__)

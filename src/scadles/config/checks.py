@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from scadles.config_schema import (
+from scadles.config.schema import (
     DATASETS_NEEDING_PATH,
     FASHION_MNIST_DEFAULT,
     RATE_PRESETS,

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from scadles.config_checks import (
+from scadles.config.checks import (
     NONNEGATIVE,
     POSITIVE,
     Check,
@@ -28,7 +28,7 @@ from scadles.config_checks import (
     string,
     table,
 )
-from scadles.config_schema import (
+from scadles.config.schema import (
     DATASETS,
     BufferConfig,
     ClockConfig,

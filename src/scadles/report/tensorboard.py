@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from scadles.errors import UserError
-from scadles.report import EvalReport, StepReport
+from scadles.report.records import EvalReport, StepReport
 
 MISSING = (
     "--tensorboard: the tensorboard package is not installed; pip install 'scadles[tensorboard]'"

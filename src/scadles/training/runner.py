@@ -13,16 +13,16 @@ from typing import Any, Protocol
 
 import torch
 
-from scadles import build, checkpoint
 from scadles.comm import Collective
-from scadles.config import Config, config_to_dict
+from scadles.config.load import Config, config_to_dict
 from scadles.data.datasets import Dataset
 from scadles.data.injection import exposure
 from scadles.data.partition import label_counts
 from scadles.engine import Engine
 from scadles.live.engine import LiveEngine, StreamsEnded
-from scadles.plot_labels import plot_label_distribution
-from scadles.report import JsonlWriter, SummaryAccumulator, write_json
+from scadles.report.labels import plot_label_distribution
+from scadles.report.records import JsonlWriter, SummaryAccumulator, write_json
+from scadles.training import build, checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def run(
         stack.callback(steps.close)
         stack.callback(evals.close)
         if tensorboard and lead:
-            from scadles.tb import TensorBoardWriter
+            from scadles.report.tensorboard import TensorBoardWriter
 
             board = stack.enter_context(TensorBoardWriter(out / "tensorboard"))
             steps, evals = _Tee(steps, board), _Tee(evals, board)

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scadles import build, runner
-from scadles.config import Config, parse_override, replace_key
+from scadles.config.load import Config, parse_override, replace_key
 from scadles.errors import UserError
-from scadles.report import write_json
+from scadles.report.records import write_json
+from scadles.training import build, runner
 
 COLUMNS = (  # summary key, header, format
     ("compressed_fraction", "CNC", "{:.2f}"),

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from scadles import build
-from scadles.cli_args import add_config_args
-from scadles.config import load_config
+from scadles.cli.args import add_config_args
+from scadles.config.load import load_config
 from scadles.errors import UserError
 from scadles.live.source import DEFAULT_PREFIX, check_reachable, stream_names
+from scadles.training import build
 
 BROKERS = ("kafka", "redis")
 

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scadles import paper
 from scadles.data.rates import preset_rates
-from scadles.report import iter_jsonl
-from scadles.repro_runs import Row, Runs, at_target, pct, row, time_to
+from scadles.report.records import iter_jsonl
+from scadles.reproduce import paper
+from scadles.reproduce.runs import Row, Runs, at_target, pct, row, time_to
 
 GIB_PER_SAMPLE = paper.SAMPLE_BYTES / paper.GIB  # the paper's buffers in GB at 3 KB per sample
 RESNET_PARAMS = 60_200_000

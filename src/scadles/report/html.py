@@ -15,8 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from scadles.errors import UserError
-from scadles.html_parts import Cell, Raw, figures, fmt, link, nbytes, page, pct, pre_json, table
-from scadles.tables import HEADERS, comparison_rows
+from scadles.report.html_parts import (
+    Cell,
+    Raw,
+    figures,
+    fmt,
+    link,
+    nbytes,
+    page,
+    pct,
+    pre_json,
+    table,
+)
+from scadles.report.tables import HEADERS, comparison_rows
 
 MARKERS = (  # the file that makes a directory each kind, checked in this order
     ("reproduction", "reproduction.json"),
@@ -64,7 +75,7 @@ def _sub(parent: Path, child: Path, text: str) -> Raw:
 def _run(path: Path) -> list[str]:
     """Return a run's sections: summary, plots, resolved config."""
     if (path / "steps.jsonl").is_file() and not (path / "accuracy_vs_time.png").is_file():
-        from scadles.plots import plot_run
+        from scadles.report.plots import plot_run
 
         plot_run(path)
     summary = _load(path / "summary.json")
@@ -87,7 +98,7 @@ def _comparison(path: Path) -> list[str]:
     complete = len(dirs) == len(runs) > 0
     complete = complete and all((d / "steps.jsonl").is_file() for d in dirs.values())
     if complete and not (path / "accuracy_vs_time.png").is_file():
-        from scadles.plots import plot_comparison
+        from scadles.report.plots import plot_comparison
 
         plot_comparison(path, dirs)
     head = ("target_accuracy", "baseline", "candidate", "speedup", "accuracy_delta")

@@ -17,17 +17,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from scadles import build, html_report, reproduce, runner
-from scadles.cli_args import add_config_args
+from scadles.cli import produce as produce_cli
+from scadles.cli.args import add_config_args
 from scadles.comm import device_slice
-from scadles.config import Config, config_to_dict, dump_toml, load_config, replace_key
+from scadles.config.load import Config, config_to_dict, dump_toml, load_config, replace_key
 from scadles.errors import UserError
-from scadles.launch import launch
-from scadles.live import produce_cli
 from scadles.policies import POLICIES
-from scadles.report import comparison, write_json
-from scadles.sweep import parse_grid, run_sweep
-from scadles.tables import comparison_markdown, comparison_table_rich
+from scadles.report import html as html_report
+from scadles.report.records import comparison, write_json
+from scadles.report.tables import comparison_markdown, comparison_table_rich
+from scadles.reproduce import driver as reproduce
+from scadles.training import build, runner
+from scadles.training.launch import launch
+from scadles.training.sweep import parse_grid, run_sweep
 
 log = logging.getLogger("scadles")
 
@@ -158,7 +160,7 @@ def _policies(text: str) -> list[str]:
 
 
 def _compare(cfg: Config, out: Path, policies: list[str], quiet: bool, console: Console) -> None:
-    from scadles.plots import plot_comparison
+    from scadles.report.plots import plot_comparison
 
     data = build.dataset(cfg)
     runs = {}

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scadles import build, paper, runner
-from scadles.config import Config, config_to_dict, load_config, parse_override, replace_key
+from scadles.config.load import Config, config_to_dict, load_config, parse_override, replace_key
 from scadles.data.datasets import Dataset
 from scadles.errors import UserError
-from scadles.report import comparison, dumps, iter_jsonl, write_json
-from scadles.tables import comparison_markdown
+from scadles.report.records import comparison, dumps, iter_jsonl, write_json
+from scadles.report.tables import comparison_markdown
+from scadles.reproduce import paper
+from scadles.training import build, runner
 
 Row = dict[str, Any]  # {"experiment", "quantity", "paper", "ours", "unit", "note"}
 INDEX = "runs.json"

@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from scadles.cli_args import add_set_arg
+from scadles.cli.args import add_set_arg
 from scadles.errors import UserError
-from scadles.report import write_json
-from scadles.repro_experiments import EXPERIMENTS
-from scadles.repro_runs import Options, Row, Runs
+from scadles.report.records import write_json
+from scadles.reproduce.experiments import EXPERIMENTS
+from scadles.reproduce.runs import Options, Row, Runs
 
 ROW_KEYS = ("experiment", "quantity", "paper", "ours", "unit", "note")
 

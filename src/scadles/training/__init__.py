@@ -1,0 +1,1 @@
+"""Running experiments: build objects from a config, run, checkpoint, launch, sweep, compare."""
