@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from scadles.comm import TorchCollective
 from scadles.config.load import load_config
 from scadles.exchange import Batch
+from scadles.grads import write_flat_grad
 from scadles.training import build
 
 PER_RANK = 64
@@ -77,15 +78,16 @@ def _rank(rank: int, world: int, port: int, steps: int, out: dict[str, list[floa
     batch = Batch(x, y, seg, b, torch.full((k,), 1.0 / k, dtype=torch.float64))
     mine = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
     gen = torch.Generator().manual_seed(1)
+    params = [p for p in eng.model.parameters() if p.requires_grad]
 
     def scadles_step() -> None:
         eng.optimizer.zero_grad(set_to_none=True)
-        eng.exchange(batch, 0, gen)
+        write_flat_grad(params, eng.exchange(batch, 0, gen).update)
         eng.optimizer.step()
 
     def ddp_step() -> None:
         ddp_opt.zero_grad(set_to_none=True)
-        F.cross_entropy(ddp(x[mine], None), y[mine]).backward()  # type: ignore[no-untyped-call]
+        F.cross_entropy(ddp(x[mine]), y[mine]).backward()  # type: ignore[no-untyped-call]
         ddp_opt.step()
 
     times: dict[str, list[float]] = {"scadles": [], "ddp": [], "engine": []}

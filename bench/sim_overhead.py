@@ -36,7 +36,7 @@ def main() -> None:
     def plain(n: int) -> None:
         idx = torch.randint(0, len(y), (n,), generator=gen)
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x[idx], None), y[idx]).backward()
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
         opt.step()
 
     sim_s: list[float] = []

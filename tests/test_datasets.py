@@ -253,7 +253,7 @@ def test_unknown_name_and_bad_sizes_are_user_errors() -> None:
         load_dataset("synthetic", n_train=0)
     with pytest.raises(UserError, match=r"seed"):
         load_dataset("synthetic", seed=-1)
-    assert DATASETS[:3] == ("mnist1d", "digits", "synthetic")
+    assert DATASETS.names()[:3] == ("mnist1d", "digits", "synthetic")
 
 
 def test_digits_is_standardised_stratified_and_seeded() -> None:

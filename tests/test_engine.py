@@ -14,8 +14,11 @@ from scadles.data.datasets import Dataset
 from scadles.data.rates import RateSchedule
 from scadles.data.streams import Arrivals, ReplayOrder
 from scadles.engine import Engine, Schedule
-from scadles.nn import Segments, build_model
+from scadles.exchange import DenseExchange
+from scadles.feeds.sim import SimFeed
+from scadles.nn import Segments, build_model, device_segments
 from scadles.policies import BatchRule
+from scadles.timing import VirtualClock
 
 
 def tiny_data(n: int = 240, seed: int = 0) -> Dataset:
@@ -34,18 +37,27 @@ def make_engine(
     model = build_model("mlp", (6,), 4, width=8, gen=torch.Generator().manual_seed(1))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     sched = RateSchedule.constant(torch.tensor(rates, dtype=torch.float64))
-    return Engine(
-        model=model,
-        optimizer=opt,
+    rule = BatchRule(policy, 16, 2, 1024, 1.0, policy == "scadles")
+    profiles = clock.make_profiles("uniform", k)
+    feed = SimFeed(
         data=data,
         replay=ReplayOrder(parts, seed=3),
         arrivals=Arrivals.start(sched, "deterministic", torch.Generator().manual_seed(0)),
         buffer=StreamBuffer.empty(k, buffer, None),
-        rule=BatchRule(policy, 16, 2, 1024, 1.0, policy == "scadles"),
-        profiles=clock.make_profiles("uniform", k),
-        comm_params=1000.0,
-        schedule=Schedule(0.05, (), 0.2),
+        rule=rule,
+        profiles=profiles,
         gen=torch.Generator().manual_seed(2),
+    )
+    return Engine(
+        model=model,
+        optimizer=opt,
+        data=data,
+        feed=feed,
+        clock=VirtualClock(profiles),
+        rule=rule,
+        schedule=Schedule(0.05, (), 0.2),
+        exchange=DenseExchange(model, 1000.0),
+        compress_gen=torch.Generator().manual_seed(4),
     )
 
 
@@ -66,12 +78,14 @@ def test_union_gradient_equals_weighted_mean_of_device_gradients() -> None:
     for n in b.tolist():  # the oracle: one device at a time, mean loss
         xi, yi = x[start : start + n], y[start : start + n]
         segi = Segments(torch.zeros(n, dtype=torch.long), 1, None)
-        per_dev.append(flat_grad(F.cross_entropy(model(xi, segi), yi)))
+        with device_segments(segi):
+            per_dev.append(flat_grad(F.cross_entropy(model(xi), yi)))
         start += n
     w = b.double() / b.sum()
     expected = weighted_mean(torch.stack(per_dev), w)
     pw = sample_weights(seg, b, w)
-    union = (F.cross_entropy(model(x, Segments(seg, 4, None)), y, reduction="none") * pw).sum()
+    with device_segments(Segments(seg, 4, None)):
+        union = (F.cross_entropy(model(x), y, reduction="none") * pw).sum()
     assert torch.allclose(flat_grad(union), expected, atol=1e-6, rtol=0)
 
 
@@ -80,20 +94,20 @@ def test_one_device_fixed_batches_equals_plain_sgd() -> None:
     reference = copy.deepcopy(eng.model)
     opt = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     seen: list[torch.Tensor] = []
-    original = eng.replay.indices
+    original = eng.feed.replay.indices
 
     def record(start: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         idx, dev = original(start, n)
         seen.append(idx)
         return idx, dev
 
-    eng.replay.indices = record  # type: ignore[method-assign]
+    eng.feed.replay.indices = record  # type: ignore[method-assign]
     for _ in range(6):
         eng.step()
     for idx in seen:
         assert len(idx) == 16
         opt.zero_grad()
-        F.cross_entropy(reference(eng.data.x_train[idx], None), eng.data.y_train[idx]).backward()
+        F.cross_entropy(reference(eng.data.x_train[idx]), eng.data.y_train[idx]).backward()
         opt.step()
     for p, q in zip(eng.model.parameters(), reference.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-6)
@@ -125,9 +139,9 @@ def test_accounting_identity_after_steps() -> None:
     eng = make_engine([5.0, 30.0, 70.0], "scadles", buffer="truncation")
     for _ in range(10):
         eng.step()
-    buf = eng.buffer
-    assert torch.equal(eng.arrivals.total, buf.trained + buf.dropped + buf.held)
-    assert int(buf.trained.sum()) == eng.counters.samples_trained
+    books = eng.feed.accounting()
+    assert torch.equal(books.arrived, books.trained + books.dropped + books.held)
+    assert int(books.trained.sum()) == eng.counters.samples_trained
 
 
 def test_evaluate_reports_fractions() -> None:

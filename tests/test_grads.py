@@ -20,7 +20,7 @@ from scadles.grads import (
     pad,
     plan_groups,
 )
-from scadles.nn import Segments, build_model, param_count
+from scadles.nn import Segments, build_model, device_segments, param_count
 
 LENGTHS = [3, 0, 5, 2, 4]  # uneven device batches, one empty device
 SHAPES = {"mlp": (6,), "cnn1d": (12,)}
@@ -54,7 +54,7 @@ def _loop_oracle(model: nn.Module, x: Tensor, y: Tensor, b: Tensor) -> tuple[Ten
             grads.append(torch.zeros(sum(p.numel() for p in params), dtype=torch.float64))
             losses.append(torch.zeros((), dtype=torch.float64))
             continue
-        loss = F.cross_entropy(model(xi, None), yi)
+        loss = F.cross_entropy(model(xi), yi)
         gs = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
         grads.append(torch.cat([g.reshape(-1) for g in gs]))
         losses.append(loss.detach())
@@ -78,7 +78,7 @@ def test_per_device_grads_equal_a_loop_over_devices(name: str, norm: str, mode: 
     torch.testing.assert_close(g, want_g, atol=1e-6, rtol=0)
     torch.testing.assert_close(loss, want_loss, atol=1e-9, rtol=0)
     assert not g[1].any()  # the empty device
-    want_logits = torch.cat([model(xi, None) for xi in torch.split(x, LENGTHS) if len(xi)]).detach()
+    want_logits = torch.cat([model(xi) for xi in torch.split(x, LENGTHS) if len(xi)]).detach()
     torch.testing.assert_close(logits, want_logits, atol=1e-9, rtol=0)
 
 
@@ -95,7 +95,7 @@ def test_size_groups_give_the_same_gradients(norm: str) -> None:
     assert len(plan_groups(b, 0.0)) == 5
     torch.testing.assert_close(g, want_g, atol=1e-6, rtol=0)
     torch.testing.assert_close(loss, want_loss, atol=1e-9, rtol=0)
-    want_logits = torch.cat([model(xi, None) for xi in torch.split(x, lengths) if len(xi)])
+    want_logits = torch.cat([model(xi) for xi in torch.split(x, lengths) if len(xi)])
     torch.testing.assert_close(logits, want_logits.detach(), atol=1e-9, rtol=0)
 
 
@@ -153,8 +153,8 @@ def test_running_stats_match_one_union_forward() -> None:
     x, y, seg, b = _batch("cnn1d", LENGTHS)
     # Act
     PerDeviceGrads(model)(x, y, seg, b)
-    with torch.no_grad():
-        twin(x, Segments(seg, len(LENGTHS), None))
+    with torch.no_grad(), device_segments(Segments(seg, len(LENGTHS), None)):
+        twin(x)
     # Assert
     for (name, got), (_, want) in zip(model.named_buffers(), twin.named_buffers(), strict=True):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0, msg=name)
@@ -167,7 +167,7 @@ def test_weighted_mean_of_device_grads_is_the_union_gradient(name: str) -> None:
     model = _model(name, "none")
     x, y, seg, b = _batch(name, LENGTHS)
     model.zero_grad()
-    F.cross_entropy(model(x, None), y).backward()  # type: ignore[no-untyped-call]
+    F.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
     want = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
     # Act
     g = PerDeviceGrads(model)(x, y, seg, b).grads  # (K, P)
@@ -222,7 +222,7 @@ class _Branchy(nn.Module):
             for t in (self.fc.weight, self.fc.bias):
                 t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64))
 
-    def forward(self, x: Tensor, seg: Segments | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         """Return logits, negated when their sum is negative."""
         h: Tensor = self.fc(x)
         return h if float(h.detach().sum()) >= 0 else -h

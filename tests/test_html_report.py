@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from scadles.cli.main import main as cli_main
+from scadles.cli.report import add_parser, main
 from scadles.errors import UserError
-from scadles.report.html import add_parser, main, write_report
+from scadles.report.html import write_report
 from scadles.report.records import comparison, write_json
 
 TINY = [

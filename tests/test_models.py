@@ -18,6 +18,7 @@ from scadles.nn import (
     SegmentBatchNorm,
     Segments,
     build_model,
+    device_segments,
     no_running_stats,
     param_count,
 )
@@ -64,7 +65,8 @@ def test_segment_bn_equals_batchnorm_run_device_by_device(feat: tuple[int, ...])
     want_mean = (counts[:, None] * torch.stack([m for _, m, _ in refs])).sum(0) / counts.sum()
     want_var = (counts[:, None] * torch.stack([v for _, _, v in refs])).sum(0) / counts.sum()
     # Act
-    got = bn.train()(x, Segments.from_lengths(lengths))
+    with device_segments(Segments.from_lengths(lengths)):
+        got = bn.train()(x)
     # Assert
     torch.testing.assert_close(got, torch.cat(outs), atol=1e-6, rtol=0)
     torch.testing.assert_close(bn.running_mean, want_mean, atol=1e-6, rtol=0)
@@ -84,8 +86,10 @@ def test_padding_rows_change_no_valid_output_nor_running_stats(feat: tuple[int, 
     padded = torch.randn(k, b, *feat, generator=gen, dtype=torch.float64) * 100  # (K, B, *feat)
     padded[mask.bool()] = x
     # Act
-    got_flat = bn_flat.train()(x, Segments.from_lengths(lengths))
-    got_pad = bn_pad.train()(padded.reshape(k * b, *feat), Segments.from_mask(mask))
+    with device_segments(Segments.from_lengths(lengths)):
+        got_flat = bn_flat.train()(x)
+    with device_segments(Segments.from_mask(mask)):
+        got_pad = bn_pad.train()(padded.reshape(k * b, *feat))
     # Assert
     torch.testing.assert_close(got_pad[mask.reshape(-1).bool()], got_flat, atol=1e-9, rtol=0)
     torch.testing.assert_close(bn_pad.running_mean, bn_flat.running_mean, atol=1e-9, rtol=0)
@@ -98,7 +102,8 @@ def test_no_running_stats_freezes_buffers_and_restores_flag() -> None:
     before = {k: v.clone() for k, v in bn.state_dict().items()}
     x = torch.randn(6, 3, generator=gen, dtype=torch.float64)
     with no_running_stats(bn):
-        bn.train()(x, Segments.from_lengths(torch.tensor([2, 4])))
+        with device_segments(Segments.from_lengths(torch.tensor([2, 4]))):
+            bn.train()(x)
         bn.train()(x)
     for key, value in bn.state_dict().items():
         torch.testing.assert_close(value, before[key], atol=0, rtol=0)
@@ -123,13 +128,14 @@ def test_eval_mode_normalises_with_running_stats_and_ignores_segments() -> None:
     bn = _bn(3, gen)
     x = torch.randn(5, 3, 4, generator=gen, dtype=torch.float64)
     want = _reference_bn(bn, x.dim()).eval()(x)
-    got = bn.eval()(x, Segments.from_lengths(torch.tensor([1, 4])))
+    with device_segments(Segments.from_lengths(torch.tensor([1, 4]))):
+        got = bn.eval()(x)
     torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_seg_none_equals_one_segment_of_all_rows(name: str) -> None:
-    # Arrange: seg=None takes the native kernel; a weighted single segment takes the segment path
+    # Arrange: no segments take the native kernel; a weighted single segment the segment path
     shape = (1, 40) if name in ("mlp", "cnn1d") else (3, 8, 8)
     gen = torch.Generator().manual_seed(4)
     model = build_model(name, shape, 5, norm="batch", width=8, gen=gen).double().train()
@@ -138,7 +144,8 @@ def test_seg_none_equals_one_segment_of_all_rows(name: str) -> None:
     x = torch.randn(6, *shape, generator=gen, dtype=torch.float64)
     # Act
     plain = model(x)
-    one = twin(x, Segments.single(torch.ones(6, dtype=torch.float64)))
+    with device_segments(Segments.single(torch.ones(6, dtype=torch.float64))):
+        one = twin(x)
     # Assert
     torch.testing.assert_close(one, plain, atol=1e-9, rtol=0)
     for key, value in model.state_dict().items():
@@ -158,7 +165,8 @@ def test_vmap_per_device_gradients_equal_per_device_loop(name: str, norm: str) -
     params = {n: p.detach() for n, p in model.named_parameters()}
 
     def loss(p: dict[str, Tensor], xk: Tensor, yk: Tensor, wk: Tensor) -> Tensor:
-        logits = functional_call(model, p, (xk, Segments.single(wk)))
+        with device_segments(Segments.single(wk)):
+            logits = functional_call(model, p, (xk,))
         return (F.cross_entropy(logits, yk, reduction="none") * wk).sum() / wk.sum()
 
     # Act
@@ -192,7 +200,8 @@ def test_every_model_and_norm_builds_runs_and_trains(
     x = torch.randn(5, *shape, generator=torch.Generator().manual_seed(7))
     seg = Segments.from_lengths(torch.tensor([3, 2]))
     # Act
-    logits = model.train()(x, seg)
+    with device_segments(seg):
+        logits = model.train()(x)
     torch.autograd.backward(logits.square().mean())
     # Assert
     assert logits.shape == (5, 7)

@@ -36,7 +36,7 @@ def test_every_scheme_is_disjoint_covering_and_non_empty(scheme: str, k: int) ->
 @given(
     labels=st.lists(st.integers(0, 5), min_size=1, max_size=80),
     k=st.integers(1, 90),
-    scheme=st.sampled_from(PARTITIONS),
+    scheme=st.sampled_from(PARTITIONS.names()),
     alpha=st.floats(0.001, 100.0),
     spd=st.integers(1, 4),
     seed=st.integers(0, 2**31),

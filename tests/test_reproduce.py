@@ -10,17 +10,11 @@ from typing import Any
 import pytest
 import torch
 
+from scadles.cli.reproduce import add_parser, main
 from scadles.config.load import config_to_dict, load_config, replace_key
 from scadles.errors import UserError
 from scadles.reproduce import runs as repro_runs
-from scadles.reproduce.driver import (
-    ROW_KEYS,
-    add_parser,
-    default_config_dir,
-    main,
-    markdown,
-    reproduce,
-)
+from scadles.reproduce.driver import ROW_KEYS, default_config_dir, markdown, reproduce
 from scadles.reproduce.experiments import EXPERIMENTS
 
 TINY = """

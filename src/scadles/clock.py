@@ -39,14 +39,15 @@ from __future__ import annotations
 
 import csv as csvlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from scadles.errors import UserError
+from scadles.registry import Registry
 
-PROFILES = ("paper", "uniform", "csv")
 CSV_COLUMNS = ("seconds_per_sample", "overhead_s", "uplink_bps", "downlink_bps", "latency_s")
 _POSITIVE = frozenset({"uplink_bps", "downlink_bps"})
 
@@ -137,6 +138,29 @@ def _read_csv(path: str, k: int) -> dict[str, list[float]]:
     return {name: vals * k if rows == 1 else vals for name, vals in columns.items()}
 
 
+Columns = dict[str, list[float]]  # CSV_COLUMNS -> K values
+
+
+def _builtin(name: str) -> Callable[[int, str | None], Columns]:
+    """Return the profile `name` of _BUILTIN: every device alike."""
+    return lambda k, csv: {c: [v] * k for c, v in _BUILTIN[name].items()}
+
+
+def _csv_profile(k: int, csv: str | None) -> Columns:
+    """Return one row per device from the CSV file clock.csv."""
+    if csv is None:
+        raise UserError("clock.profile = 'csv' needs a file: set clock.csv")
+    return _read_csv(csv, k)
+
+
+# name -> columns(k, clock.csv) of K devices; register a function to add a profile
+PROFILES: Registry[Callable[[int, str | None], Columns]] = Registry(
+    "profile",
+    {"paper": _builtin("paper"), "uniform": _builtin("uniform"), "csv": _csv_profile},
+    key="clock.profile",
+)
+
+
 def make_profiles(
     name: str,
     k: int,
@@ -150,14 +174,7 @@ def make_profiles(
     """Build the profiles of k devices from a named profile, then apply the overrides."""
     if k < 1:
         raise UserError(f"devices.count must be >= 1, got {k}")
-    if name not in PROFILES:
-        raise UserError(f"clock.profile: unknown profile {name!r}; known: {', '.join(PROFILES)}")
-    if name == "csv":
-        if csv is None:
-            raise UserError("clock.profile = 'csv' needs a file: set clock.csv")
-        columns = _read_csv(csv, k)
-    else:
-        columns = {c: [v] * k for c, v in _BUILTIN[name].items()}
+    columns = PROFILES.get(name)(k, csv)
     overrides = {
         "seconds_per_sample": seconds_per_sample,
         "overhead_s": overhead_s,
@@ -225,3 +242,24 @@ def emulated_bytes(real_params: int, emulate_params: int | None, bytes_per_param
         raise UserError(f"bytes_per_param must be a positive integer, got {bytes_per_param}")
     params = real_params if emulate_params is None else emulate_params
     return float(params * bytes_per_param)
+
+
+def wire_bytes(collective: str, nbytes: torch.Tensor) -> float:
+    """Return the bytes all K devices put on the wire in one ring collective, summed.
+
+    nbytes[j] is device j's payload. A ring all-reduce sends 2(K-1)/K of each device's payload
+    from every device; a ring all-gather forwards every block but one from every device, so
+    each block crosses K-1 links. This is the summary's `bytes_sent`, in both modes.
+    """
+    k = int(nbytes.numel())
+    total = float(nbytes.double().sum())
+    if collective == "allreduce":
+        return 2.0 * (k - 1) / k * total
+    return (k - 1) * total
+
+
+def comm_time(p: DeviceProfiles, collective: str, nbytes: torch.Tensor) -> float:
+    """Return the modelled seconds of one step's collective over the devices' links."""
+    if collective == "allreduce":
+        return allreduce_time(p, float(nbytes.max()))
+    return allgather_time(p, nbytes)

@@ -1,34 +1,35 @@
 """Engine.step: the only place where the stages of one synchronous training step are wired.
 
-One step, for all K devices at once (DESIGN.md "Data flow of one step"):
-  need       = rule.demand(rates)                  each device's batch (fixed, or rate x window)
-  wait       = arrivals.reserve(short)             devices short of `need` wait for their stream
-  start, b   = buffer.take(need)                   (K,) batch sizes
-  idx, seg   = replay.indices(start, b)            (N,) packed union batch, device id per row
-  exchange   = exchange(batch)                     weighted mean gradient (dense or compressed)
-  optimizer.step(lr = lr_sched * rule.lr_factor(b))
-  timing     = max_i(wait_i + compute_i) + comm    virtual clock
-  arrivals   = arrivals.advance(t_end); buffer.push; buffer.end_step (truncation)
+One engine for both modes; the feed (simulated or live streams) and the clock (virtual or wall)
+are what differ (DESIGN "Data flow of one step"):
+  t0       = clock.now()
+  fill     = feed.fill(t0)                  (K,) batch sizes, this process's rows, waits
+  update   = exchange(batch)                weighted mean gradient (dense or compressed) (P,)
+  apply    = optimizer.step(lr = lr_sched * rule.lr_factor(b)) unless the update is non-finite
+  timing   = clock.finish(waits, b, payload bytes)
+  counts   = feed.end_step(t1)              arrivals during the step, the buffer policy
+The engine alone owns the learning rate, the non-finite rule, the StepReport and the saved state.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from scadles import clock
-from scadles.data.buffer import StreamBuffer
 from scadles.data.datasets import Dataset
-from scadles.data.injection import Injection
-from scadles.data.streams import Arrivals, ReplayOrder
-from scadles.exchange import Batch, DenseExchange, Exchange
+from scadles.exchange import Batch, DenseExchange, Exchange, Exchanged
+from scadles.feeds import Feed
+from scadles.grads import write_flat_grad
 from scadles.policies import BatchRule, lr_schedule
 from scadles.report.records import EvalReport, StepReport
+from scadles.timing import StepClock
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Counters:
 
 
 class Engine:
-    """Simulated synchronous SGD over K streaming devices."""
+    """Synchronous SGD over K streaming devices: one step, whatever feeds it."""
 
     def __init__(
         self,
@@ -60,46 +61,23 @@ class Engine:
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         data: Dataset,
-        replay: ReplayOrder,
-        arrivals: Arrivals,
-        buffer: StreamBuffer,
+        feed: Feed,
+        clock: StepClock,
         rule: BatchRule,
-        profiles: clock.DeviceProfiles,
-        comm_params: float,
         schedule: Schedule,
-        gen: torch.Generator,
+        exchange: Exchange | DenseExchange,
+        compress_gen: torch.Generator,
         eval_batch: int = 2048,
-        exchange: Exchange | DenseExchange | None = None,
-        compress_gen: torch.Generator | None = None,
-        injection: Injection | None = None,
-        inject_gen: torch.Generator | None = None,
-        sample_bytes: int = 4,
     ) -> None:
-        self.model = model
-        self.optimizer = optimizer
-        self.data = data
-        self.replay = replay
-        self.arrivals = arrivals
-        self.buffer = buffer
-        self.rule = rule
-        self.profiles = profiles
-        self.comm_params = comm_params
-        self.schedule = schedule
-        self.gen = gen
-        self.eval_batch = eval_batch
-        self.exchange = exchange or DenseExchange(model, comm_params)
-        self.compress_gen = compress_gen if compress_gen is not None else torch.Generator()
-        self.injection = injection
-        self.inject_gen = inject_gen if inject_gen is not None else torch.Generator()
-        self.sample_bytes = sample_bytes
-        self.k = arrivals.schedule.count
+        self.model, self.optimizer, self.data = model, optimizer, data
+        self.feed, self.clock, self.rule, self.schedule = feed, clock, rule, schedule
+        self.exchange, self.compress_gen, self.eval_batch = exchange, compress_gen, eval_batch
+        self.k = feed.k
         self.counters = Counters()
-        self.shared = torch.zeros(self.k, dtype=torch.int64)  # (K,) own samples sent to others
-        self.own_trained = torch.zeros(self.k, dtype=torch.int64)  # (K,) own samples trained
-        self._last_lr = schedule.lr
+        self.last_lr = schedule.lr
         self.skipped_nonfinite = 0
-        self._params = list(model.parameters())  # fixed set; restored in place on resume
-        self._float_buffers = [t for t in model.buffers() if t.is_floating_point()]  # BN stats
+        self._params = [p for p in model.parameters() if p.requires_grad]  # restored in place
+        self._stats = [t for t in model.buffers() if t.is_floating_point()]  # BN statistics
 
     @property
     def epoch(self) -> float:
@@ -110,121 +88,125 @@ class Engine:
         """Run one synchronous step for all devices and return its report."""
         host0 = time.perf_counter()
         c = self.counters
-        t0 = c.t
-        rates = self.arrivals.schedule.rate_at(t0)  # (K,)
-        need = self.rule.demand(rates)  # (K,)
-        short = (need - self.buffer.held).clamp(min=0)  # (K,)
-        ready = self.arrivals.reserve(short, t0, self.gen)  # (K,) when each device has `need`
-        wait = ready - t0  # (K,)
-        dropped = self.buffer.push(short)
-        start, b = self.buffer.take(need)
-        idx, seg = self.replay.indices(start, b)  # (N,), (N,)
-        self.own_trained += b
-        moved = torch.zeros(self.k, dtype=torch.float64)  # (K,) seconds moving injected data
-        injected = 0
-        if self.injection is not None:  # paper 2.3: mix in a little of other devices' data
-            inj = self.injection(idx, seg, b, self.inject_gen)
-            idx, seg, b = inj.idx, inj.seg, inj.b
-            self.shared += inj.sent
-            moved = clock.transfer_time(
-                self.profiles, inj.received * self.sample_bytes, inj.sent * self.sample_bytes
-            )
-            injected = int(inj.received.sum())
-
-        x = self.data.x_train[idx]  # (N, *shape)
-        y = self.data.y_train[idx]  # (N,)
-        batch = Batch(x, y, seg, b, self.rule.device_weights(b))
+        fill = self.feed.fill(self.clock.now(), c.step)
+        b = fill.b  # (K,)
+        batch = Batch(fill.x, fill.y, fill.seg, b, self.rule.device_weights(b))
+        self.clock.begin()
         if not self.model.training:
             self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        stats = [t.clone() for t in self._float_buffers]
+        stats = [t.clone() for t in self._stats]
         ex = self.exchange(batch, int(self.epoch), self.compress_gen)
-        loss, correct, nbytes = ex.loss, ex.correct, ex.nbytes
-        finite = self._grads_finite()
-        if finite:
-            self._apply(b)
-        else:  # like GradScaler: a step with NaN/Inf in the aggregated gradient is not applied
-            self.skipped_nonfinite += 1
-            with torch.no_grad():
-                for t, old in zip(self._float_buffers, stats, strict=True):
-                    t.copy_(old)
-            log.warning("step %d: non-finite aggregated gradient; update skipped", c.step + 1)
-
-        compute = clock.compute_time(self.profiles, b)  # (K,)
-        if ex.collective == "allreduce":
-            comm = clock.allreduce_time(self.profiles, float(nbytes.max()))
-            on_wire = 2.0 * (self.k - 1) / self.k * float(nbytes.sum())
-        else:
-            comm = clock.allgather_time(self.profiles, nbytes)
-            on_wire = (self.k - 1) * float(nbytes.sum())
-        step_s = clock.step_time(wait + moved, compute, comm)
-        c.t = t0 + step_s
-        arrived = self.arrivals.advance(c.t, self.gen)
-        dropped = dropped + self.buffer.push(arrived)
-        dropped = dropped + self.buffer.end_step(arrived + short)
+        self._apply(ex, b, stats)
+        timing = self.clock.finish(fill.wait + fill.moved, b, ex.collective, ex.nbytes)
+        counts = self.feed.end_step(timing.t, c.step)
         n = int(b.sum())
-        c.samples_trained += n
-        c.step += 1
-        held = self.buffer.held
+        c.step, c.t, c.samples_trained = c.step + 1, timing.t, c.samples_trained + n
+        held = self.feed.accounting().held  # (K,)
         return StepReport(
             step=c.step,
             sim_time_s=c.t,
-            step_time_s=step_s,
-            wait_s=float(wait.max()),
-            compute_s=float(compute.max()),
-            comm_s=comm,
-            lr=self._last_lr,
-            loss=loss,
-            prequential_acc=correct / max(n, 1),
+            step_time_s=timing.step_s,
+            wait_s=timing.wait_s,
+            compute_s=timing.compute_s,
+            comm_s=timing.comm_s,
+            lr=self.last_lr,
+            loss=ex.loss,
+            prequential_acc=ex.correct / max(n, 1),
             batch_total=n,
             batch_sizes=b.tolist(),
             buffer_total=int(held.sum()),
             buffer_sizes=held.tolist(),
-            arrived=int((arrived + short).sum()),
-            dropped=int(dropped.sum()),
-            bytes_sent=on_wire,
+            arrived=counts.arrived,
+            dropped=counts.dropped,
+            bytes_sent=clock.wire_bytes(ex.collective, ex.nbytes),
             floats_sent=ex.floats,
             compressed=ex.compressed,
-            injected=injected,
-            injection_bytes=2.0 * injected * self.sample_bytes,  # up at the sender, down here
+            injected=fill.injected,
+            injection_bytes=fill.injection_bytes,
             epoch=self.epoch,
             host_s=time.perf_counter() - host0,
         )
 
-    def _grads_finite(self) -> bool:
-        """Return whether every aggregated gradient value is finite (identical on every rank)."""
-        return grads_finite(self._params)
+    def _apply(self, ex: Exchanged, b: torch.Tensor, stats: list[torch.Tensor]) -> None:
+        """Step the optimizer at the scheduled, batch-scaled LR (paper Eq. 4c) if finite.
 
-    def _apply(self, b: torch.Tensor) -> None:
-        """Step the optimizer at the scheduled, batch-scaled learning rate (paper Eq. 4c)."""
-        self._last_lr = apply_step(self.optimizer, self.schedule, self.rule, b, self.epoch)
+        Like GradScaler, a step whose aggregated update holds NaN/Inf is not applied, and the
+        BatchNorm running statistics its forward pass changed are restored. The update is the
+        same on every process, so every process decides the same.
+        """
+        if not bool(torch.isfinite(ex.update).all()):
+            self.skipped_nonfinite += 1
+            with torch.no_grad():
+                for t, old in zip(self._stats, stats, strict=True):
+                    t.copy_(old)
+            log.warning(
+                "step %d: non-finite aggregated gradient; update skipped", self.counters.step + 1
+            )
+            return
+        write_flat_grad(self._params, ex.update)
+        s = self.schedule
+        lr = lr_schedule(s.lr, s.milestones, s.gamma, self.epoch) * self.rule.lr_factor(b)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.last_lr = lr
 
     def evaluate(self) -> EvalReport:
         """Score the model on the held-out set: top-1, top-5, mean loss."""
         return evaluate_model(self.model, self.data, self.counters, self.eval_batch)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Return everything the run needs to continue as if it had never stopped."""
+        c = self.counters
+        return {
+            "counters": {"step": c.step, "t": c.t, "samples_trained": c.samples_trained},
+            "last_lr": self.last_lr,
+            "skipped_nonfinite": self.skipped_nonfinite,
+            "model": copy.deepcopy(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "compress_gen": self.compress_gen.get_state(),
+            "exchange": exchange_state(self.exchange),
+            "feed": self.feed.state_dict(),
+            "clock": self.clock.state_dict(),
+        }
 
-def grads_finite(params: Sequence[torch.Tensor]) -> bool:
-    """Return whether every gradient value is finite: one fused norm call over all of them."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return True
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from state_dict's output (the engine was built from the same config)."""
+        c = state["counters"]
+        self.counters = Counters(int(c["step"]), float(c["t"]), int(c["samples_trained"]))
+        self.last_lr = float(state["last_lr"])
+        self.skipped_nonfinite = int(state["skipped_nonfinite"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.compress_gen.set_state(state["compress_gen"])
+        restore_exchange(self.exchange, state["exchange"])
+        self.feed.load_state_dict(state["feed"])
+        self.clock.load_state_dict(state["clock"])
 
 
-def apply_step(
-    optimizer: torch.optim.Optimizer,
-    schedule: Schedule,
-    rule: BatchRule,
-    b: torch.Tensor,
-    epoch: float,
-) -> float:
-    """Step the optimizer at lr_sched(epoch) * rule.lr_factor(b); return that learning rate."""
-    lr = lr_schedule(schedule.lr, schedule.milestones, schedule.gamma, epoch) * rule.lr_factor(b)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    optimizer.step()
-    return lr
+def exchange_state(ex: Exchange | DenseExchange) -> dict[str, Any]:
+    """Return the compression state (error feedback, switch, compressors); {} when dense."""
+    if not isinstance(ex, Exchange):
+        return {}
+    return {
+        "feedback": ex.feedback.state_dict(),
+        "switch": ex.switch.state_dict(),
+        "levels": [lv.state_dict() if hasattr(lv, "state_dict") else {} for lv in ex.levels],
+        "momentum": ex.momentum.state_dict() if ex.momentum is not None else {},
+    }
+
+
+def restore_exchange(ex: Exchange | DenseExchange, state: dict[str, Any]) -> None:
+    """Load what exchange_state returned."""
+    if isinstance(ex, Exchange):
+        ex.feedback.load_state_dict(state["feedback"])
+        ex.switch.load_state_dict(state["switch"])
+        if ex.momentum is not None:
+            ex.momentum.load_state_dict(state["momentum"])
+        for lv, s in zip(ex.levels, state["levels"], strict=True):
+            if s and hasattr(lv, "load_state_dict"):
+                lv.load_state_dict(s)
 
 
 @torch.no_grad()
@@ -237,7 +219,7 @@ def evaluate_model(
     top1 = top5 = 0
     loss = 0.0
     for s in range(0, len(y), eval_batch):
-        logits = model(x[s : s + eval_batch], None)  # (n, C)
+        logits = model(x[s : s + eval_batch])  # (n, C)
         yy = y[s : s + eval_batch]
         loss += float(F.cross_entropy(logits, yy, reduction="sum"))
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (n, 5)

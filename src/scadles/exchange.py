@@ -1,4 +1,4 @@
-"""The gradient exchange of one step: local gradients in, the aggregated update on p.grad out.
+"""The gradient exchange of one step: local gradients in, the aggregated update (P,) out.
 
 Dense (no compression): the union batch of this rank's devices goes through one forward/backward
 with per-sample weights w_i / b_i (the weighted mean of per-device gradients), then one all-reduce.
@@ -12,9 +12,11 @@ Compressed, for all local devices at once (GRACE order):
   update = levels[level].aggregate(send, w)                     sum_i w_i * decompressed_i  (P,)
 
 The weight w_i = b_i / sum_j b_j travels beside the payload (Flower style), so every compressor
-gets weighted aggregation. Across ranks, all-gather payloads are gathered and aggregated in one
-place, all-reduce payloads are aggregated locally and summed. Bytes are scaled by `scale` when
-communication is accounted at an emulated model size.
+gets weighted aggregation. The update is returned as a value; the engine decides whether to apply
+it (the non-finite rule) and writes it. The switch owns its vote: the transport sums `vote()` over
+processes and asks `agree()` for the level every process uses. Across ranks, all-gather payloads
+are gathered and aggregated in one place, all-reduce payloads are aggregated locally and summed.
+Bytes are scaled by `scale` when communication is accounted at an emulated model size.
 """
 
 from __future__ import annotations
@@ -29,16 +31,17 @@ from scadles.comm import Collective, LocalCollective
 from scadles.compress.base import Compressor, Payload
 from scadles.compress.feedback import ErrorFeedback
 from scadles.compress.momentum import LocalMomentum
-from scadles.compress.switch import CodeSwitch, ScadlesSwitch, Switch
-from scadles.grads import PerDeviceGrads, write_flat_grad
-from scadles.nn import Segments
+from scadles.compress.switch import Switch
+from scadles.grads import PerDeviceGrads
+from scadles.nn import Segments, device_segments
 
 
 @dataclass(frozen=True, slots=True)
 class Exchanged:
     """What one exchange cost and what the batch scored before the update."""
 
-    nbytes: torch.Tensor  # (K,) float64 bytes each device sends (accounted size)
+    update: torch.Tensor  # (P,) the aggregated update in parameter order, same on every rank
+    nbytes: torch.Tensor  # (K,) float64 bytes each device's payload holds (accounted size)
     floats: float  # values each device sends, mean over devices (accounted size)
     collective: str  # "allreduce" or "allgather"
     compressed: bool
@@ -104,28 +107,35 @@ class DenseExchange:
         self.devices = devices
 
     def __call__(self, batch: Batch, epoch: int, gen: torch.Generator) -> Exchanged:
-        """Leave the weighted mean gradient of all devices in p.grad; return its accounting."""
+        """Return the weighted mean gradient of all devices and its accounting."""
         k = len(batch.b)
         mine = batch.local(*self.devices)
-        logits = self.model(mine.x, Segments(mine.seg, len(mine.b), None))  # (N_local, C)
+        with device_segments(Segments(mine.seg, len(mine.b), None)):
+            logits = self.model(mine.x)  # (N_local, C)
         loss = _weighted_loss(logits, mine)
         loss.backward()  # type: ignore[no-untyped-call]
         correct = int((logits.detach().argmax(dim=1) == mine.y).sum())
         total_loss, total_correct = float(loss.detach()), correct
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        parts = [
+            p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params
+        ]
+        n_grad = sum(p.numel() for p in params)
         if self.coll.world > 1:  # one all-reduce: gradients, BN statistics, loss and hits
-            params = [p for p in self.model.parameters() if p.grad is not None]
             stats = [t for t in self.model.buffers() if t.is_floating_point()]
             share = float(mine.b.sum()) / max(float(batch.b.sum()), 1)
-            parts = [p.grad.reshape(-1) for p in params]  # type: ignore[union-attr]
             parts += [t.reshape(-1).float() * share for t in stats]
             parts.append(torch.tensor([total_loss, float(correct)], dtype=parts[0].dtype))
             flat = self.coll.all_reduce(torch.cat(parts))  # (P + S + 2,)
-            n_grad = sum(p.numel() for p in params)
-            write_flat_grad(params, flat[:n_grad])
             _write_stats(stats, flat[n_grad:-2])
             total_loss, total_correct = float(flat[-2]), round(float(flat[-1]))
+            update = flat[:n_grad]  # (P,)
+        else:
+            update = torch.cat(parts) if parts else torch.zeros(0)  # (P,)
         nbytes = torch.full((k,), 4.0 * self.comm_params, dtype=torch.float64)
-        return Exchanged(nbytes, self.comm_params, "allreduce", False, total_loss, total_correct)
+        return Exchanged(
+            update, nbytes, self.comm_params, "allreduce", False, total_loss, total_correct
+        )
 
 
 @torch.no_grad()
@@ -165,7 +175,7 @@ class Exchange:
         self.momentum = momentum
 
     def __call__(self, batch: Batch, epoch: int, gen: torch.Generator) -> Exchanged:
-        """Leave the aggregated (compressed) update in p.grad; return its accounting."""
+        """Return the aggregated (compressed) update and its accounting."""
         k = len(batch.b)
         mine = batch.local(*self.devices)
         g, loss, logits = self.grads(mine.x, mine.y, mine.seg, mine.b)  # (K_l, P), (K_l,), (N_l, C)
@@ -193,11 +203,11 @@ class Exchange:
         update = comp.aggregate(sent, w)  # (P,)
         if sent.collective == "allreduce" and self.coll.world > 1 and not _reduces_itself(comp):
             update = self.coll.all_reduce(update)
-        self.grads.write_grad(self.grads.model, update)
         nbytes = sent.nbytes.double()
         if nbytes.numel() != k:
             nbytes = self.coll.all_gather(nbytes).reshape(k)
         return Exchanged(
+            update=update,
             nbytes=nbytes * self.scale,
             floats=float(nbytes.numel() and sent.floats.double().mean()) * self.scale,
             collective=sent.collective,
@@ -216,17 +226,12 @@ class Exchange:
         """
         if self.coll.world == 1:
             return local, loss, correct
-        sw = self.switch
-        votes = float(sw.last_votes) if isinstance(sw, ScadlesSwitch | CodeSwitch) else 0.0
-        scalars = torch.tensor([votes, loss, float(correct), float(local)], dtype=torch.float64)
-        summed = self.coll.all_reduce(scalars)
-        loss, correct = float(summed[1]), round(float(summed[2]))
-        if isinstance(sw, ScadlesSwitch | CodeSwitch):
-            total = int(summed[0])
-            local = int(total * 2 >= k) if isinstance(sw, ScadlesSwitch) else int(total >= k // 2)
-        elif round(float(summed[3])) != local * self.coll.world:
-            raise RuntimeError(f"ranks disagree on the compression level (this rank: {local})")
-        return local, loss, correct
+        vote = self.switch.vote(local)
+        summed = self.coll.all_reduce(
+            torch.tensor([vote, loss, float(correct)], dtype=torch.float64)
+        )
+        level = self.switch.agree(float(summed[0]), k, self.coll.world, local)
+        return level, float(summed[1]), round(float(summed[2]))
 
     def _gather(self, sent: Payload) -> Payload:
         """All-gather an all-gather payload so every rank holds all K devices' blocks."""

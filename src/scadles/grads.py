@@ -2,17 +2,21 @@
 
 The packed batch (device 0's rows, then device 1's, ...) is padded to (K, B, ...) with a row mask;
 `vmap(grad(loss))` runs each device's forward/backward as one batched computation (one call per
-group of devices with similar batch sizes, to bound the padding). Each device's
-model call sees `Segments.single(mask_row)`, so per-device BatchNorm normalises with that device's
-valid rows only. Running statistics cannot be updated under vmap; they are updated once afterwards
-by one no-grad forward of the packed batch with the real device ids (the same update the dense
-union-batch step makes). Models that vmap cannot run fall back to a loop over devices.
+group of devices with similar batch sizes, to bound the padding). Models are plain `forward(x)`
+modules; each device's call runs inside `device_segments(Segments.single(mask_row))`, so per-device
+BatchNorm (`SegmentBatchNorm`) normalises with that device's valid rows only. Running statistics
+cannot be updated under vmap; they are updated once afterwards by one no-grad forward of the packed
+batch with the real device ids (the same update the dense union-batch step makes). Models that vmap
+cannot run (data-dependent control flow, random ops, a torch BatchNorm in train mode, which would
+normalise over the padding rows) fall back to a loop over devices, where a torch BatchNorm sees
+each device's rows alone.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from scadles.nn import SegmentBatchNorm, Segments, no_running_stats
+from scadles.nn import SegmentBatchNorm, Segments, device_segments, no_running_stats
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,31 @@ def layer_sizes(model: nn.Module) -> tuple[int, ...]:
 def layer_shapes(model: nn.Module) -> tuple[tuple[int, ...], ...]:
     """Return the shape of each trainable parameter tensor, in parameter order."""
     return tuple(tuple(p.shape) for _, p in _trainable(model))
+
+
+def _torch_batchnorms(model: nn.Module) -> list[_BatchNorm]:
+    """Return model's torch BatchNorm layers (they normalise over every row they are given)."""
+    return [m for m in model.modules() if isinstance(m, _BatchNorm)]
+
+
+def _reject_batch_stats(model: nn.Module) -> None:
+    """Raise ValueError if model has a torch BatchNorm in train mode (it would see padding rows)."""
+    if any(m.training for m in _torch_batchnorms(model)):
+        raise ValueError("a torch BatchNorm in train mode would normalise over the padding rows")
+
+
+@contextmanager
+def _frozen_stats(model: nn.Module) -> Iterator[None]:
+    """Skip running-statistic updates of model's per-device and torch BatchNorm layers."""
+    tracked = [m for m in _torch_batchnorms(model) if m.track_running_stats]
+    with no_running_stats(model):
+        for m in tracked:
+            m.track_running_stats = False
+        try:
+            yield
+        finally:
+            for m in tracked:
+                m.track_running_stats = True
 
 
 def _offsets(b: Tensor, seg: Tensor) -> Tensor:
@@ -120,10 +150,17 @@ class PerDeviceGrads:
     one more vmap call is worth in padded rows), so uneven streams do not pay for the largest
     batch on every device. The parameter and buffer dicts are detached views built once, so
     in-place optimizer updates are seen; rebuild the object after replacing parameter tensors
-    (e.g. `model.to`). Gradients have the parameters' dtype.
+    (e.g. `model.to`). Gradients have the parameters' dtype. `num_classes` sizes the logits of an
+    all-empty step (default: the model's `num_classes`, else learned from the first logits).
     """
 
-    def __init__(self, model: nn.Module, mode: str = "auto", group_overhead: float = 128.0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        mode: str = "auto",
+        group_overhead: float = 128.0,
+        num_classes: int | None = None,
+    ) -> None:
         if mode not in ("auto", "vmap", "loop"):
             raise ValueError(f"mode must be auto, vmap or loop, got {mode!r}")
         self.model = model
@@ -136,7 +173,10 @@ class PerDeviceGrads:
         self.dtype = named[0][1].dtype if named else torch.float32
         frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         self.buffers = {**dict(model.named_buffers()), **frozen}
-        self.has_bn = any(isinstance(m, SegmentBatchNorm) for m in model.modules())
+        classes = getattr(model, "num_classes", None) if num_classes is None else num_classes
+        self.num_classes: int | None = None if classes is None else int(classes)
+        seg_bn = any(isinstance(m, SegmentBatchNorm) for m in model.modules())
+        self.has_bn = seg_bn or any(m.track_running_stats for m in _torch_batchnorms(model))
         self.mode: str | None = None if mode == "auto" else mode  # "vmap" or "loop" once decided
         self._vmapped: Callable[..., Any] = vmap(
             grad(self._device_loss, has_aux=True), in_dims=(None, 0, 0, 0)
@@ -146,7 +186,8 @@ class PerDeviceGrads:
         self, params: dict[str, Tensor], x: Tensor, y: Tensor, mask: Tensor
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Return one device's masked mean loss over its padded rows, with (loss, logits)."""
-        logits = functional_call(self.model, (params, self.buffers), (x, Segments.single(mask)))
+        with device_segments(Segments.single(mask)):
+            logits = functional_call(self.model, (params, self.buffers), (x,))  # (B, C)
         ce = F.cross_entropy(logits, y, reduction="none")  # (B,)
         loss = (ce * mask).sum() / mask.sum().clamp(min=1.0)
         return loss, (loss.detach(), logits.detach())
@@ -168,17 +209,24 @@ class PerDeviceGrads:
             out = self._run_vmap(x, y, seg, b)
         else:
             out = self._run_loop(x, y, seg, b)
+        if self.num_classes is None and out.logits.shape[0] > 0:
+            self.num_classes = int(out.logits.shape[1])
         self._update_running_stats(x, seg, int(b.numel()))
         return out
 
+    def _classes(self) -> int:
+        """Return the logit width C for steps without rows (0 while unknown)."""
+        return 0 if self.num_classes is None else self.num_classes
+
     def _empty(self, k: int, x: Tensor) -> DeviceGrads:
         """Return zero gradients and losses for K devices and no logits (an all-empty step)."""
-        c = int(getattr(self.model, "num_classes", 0))
+        c = self._classes()
         zeros = torch.zeros(k, self.size, dtype=self.dtype, device=x.device)  # (K, P)
         return DeviceGrads(zeros, zeros[:, 0].clone(), x.new_zeros((0, c)))
 
     def _run_vmap(self, x: Tensor, y: Tensor, seg: Tensor, b: Tensor) -> DeviceGrads:
         """Run the devices' forward/backward passes as one vmapped call per size group."""
+        _reject_batch_stats(self.model)
         k, n = int(b.numel()), int(seg.numel())
         groups = plan_groups(b, self.group_overhead)
         slot = torch.zeros(k, dtype=torch.long, device=b.device)  # (K,) row within its group
@@ -222,26 +270,25 @@ class PerDeviceGrads:
         chunks: list[Tensor] = []
         sizes = b.tolist()
         rows = zip(torch.split(x, sizes), torch.split(y, sizes), strict=True)
-        with no_running_stats(self.model):
+        with _frozen_stats(self.model), device_segments(None):  # one device per call
             for i, (xi, yi) in enumerate(rows):
                 if len(yi) == 0:
                     continue
-                seg_i = Segments(torch.zeros(len(yi), dtype=torch.long, device=x.device), 1)
-                logits = self.model(xi, seg_i)  # (b_i, C)
+                logits = self.model(xi)  # (b_i, C)
                 loss = F.cross_entropy(logits, yi)
                 gs = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
                 flat[i] = torch.cat([g.reshape(-1) for g in gs])
                 losses[i] = loss.detach()
                 chunks.append(logits.detach())
-        c = int(getattr(self.model, "num_classes", 0))
-        logits_all = torch.cat(chunks) if chunks else x.new_zeros((0, c))
+        logits_all = torch.cat(chunks) if chunks else x.new_zeros((0, self._classes()))
         return DeviceGrads(flat, losses, logits_all)
 
     @torch.no_grad()
     def _update_running_stats(self, x: Tensor, seg: Tensor, k: int) -> None:
         """Blend this batch into BatchNorm running stats once, as the dense union step would."""
         if self.has_bn and self.model.training and seg.numel() > 0:
-            self.model(x, Segments(seg, k, None))
+            with device_segments(Segments(seg, k, None)):
+                self.model(x)
 
     @torch.no_grad()
     def flat_params(self) -> Tensor:

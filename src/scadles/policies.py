@@ -11,8 +11,28 @@ from dataclasses import dataclass
 
 import torch
 
-POLICIES = ("scadles", "ddl")
-DEFAULT_BUFFER = {"scadles": "truncation", "ddl": "persistence"}
+from scadles.registry import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A POLICIES entry: the defaults a policy gives the keys left unset (paper 2.2, 5.7)."""
+
+    buffer: str  # buffer.policy
+    compressor: str  # compress.name
+    switch: str  # compress.policy
+    lr_scaling: bool  # policy.lr_scaling
+
+
+POLICIES: Registry[Policy] = Registry(
+    "policy",
+    {
+        "scadles": Policy("truncation", compressor="topk", switch="scadles", lr_scaling=True),
+        "ddl": Policy("persistence", compressor="none", switch="fixed", lr_scaling=False),
+    },
+    key="policy.name",
+)
+DEFAULT_BUFFER = {name: p.buffer for name, p in POLICIES.items()}  # use POLICIES.get(name).buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +45,11 @@ class BatchRule:
     b_max: int
     window_s: float
     lr_scaling: bool
+
+    @property
+    def fixed(self) -> bool:
+        """Return whether every device waits for the same fixed batch (conventional DDL)."""
+        return self.name == "ddl"
 
     def demand(self, rates: torch.Tensor) -> torch.Tensor:
         """Return each device's batch: the fixed batch (DDL) or rate x window in [b_min, b_max].

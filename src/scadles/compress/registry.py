@@ -16,6 +16,7 @@ from scadles.compress.qsgd import MAX_LEVELS, QSGD
 from scadles.compress.randk import RandK
 from scadles.compress.topk import TopK
 from scadles.errors import UserError
+from scadles.registry import Registry
 
 
 def _layers(shapes: tuple[tuple[int, ...], ...] | None) -> tuple[int, ...] | None:
@@ -36,26 +37,30 @@ def _powersgd(**kw: Any) -> Compressor:
     return PowerSGD(kw["rank"], tuple(tuple(s) for s in kw["shapes"]))
 
 
-COMPRESSORS: dict[str, Callable[..., Compressor]] = {
-    "none": lambda **kw: Identity(),
-    "identity": lambda **kw: Identity(),
-    "topk": lambda **kw: TopK(kw["ratio"]),
-    "topk_layer": _topk_layer,
-    "randk": lambda **kw: RandK(kw["ratio"], kw["unbiased"]),
-    "fp16": lambda **kw: Cast(torch.float16),
-    "bf16": lambda **kw: Cast(torch.bfloat16),
-    "qsgd": lambda **kw: QSGD(kw["levels"]),
-    "powersgd": _powersgd,
-}
+# name -> factory(ratio=, layers=, shapes=, rank=, levels=, unbiased=); alphabetical, the order
+# an unknown name lists them in
+COMPRESSORS: Registry[Callable[..., Compressor]] = Registry(
+    "compressor",
+    {
+        "bf16": lambda **kw: Cast(torch.bfloat16),
+        "fp16": lambda **kw: Cast(torch.float16),
+        "identity": lambda **kw: Identity(),
+        "none": lambda **kw: Identity(),
+        "powersgd": _powersgd,
+        "qsgd": lambda **kw: QSGD(kw["levels"]),
+        "randk": lambda **kw: RandK(kw["ratio"], kw["unbiased"]),
+        "topk": lambda **kw: TopK(kw["ratio"]),
+        "topk_layer": _topk_layer,
+    },
+    key="compress.name",
+)
 USES = {"topk": "ratio", "topk_layer": "ratio", "randk": "ratio", "qsgd": "levels"}
 USES |= {"powersgd": "rank"}
 
 
 def _check(name: str, ratio: float, rank: int, levels: int) -> None:
     """Raise UserError for a value out of range for the named compressor."""
-    if name not in COMPRESSORS:
-        known = ", ".join(sorted(COMPRESSORS))
-        raise UserError(f"compress.name: unknown compressor {name!r}; known: {known}")
+    COMPRESSORS.get(name)
     key = USES.get(name)
     if key == "ratio" and not (isinstance(ratio, int | float) and 0.0 < ratio <= 1.0):
         raise UserError(f"compress.ratio must be in (0, 1], got {ratio}")
@@ -79,4 +84,4 @@ def make_compressor(
     """Return the compressor `name` with its values checked; layers/shapes come from the model."""
     _check(name, ratio, rank, levels)
     kw = {"ratio": ratio, "layers": layers, "shapes": shapes, "rank": rank, "levels": levels}
-    return COMPRESSORS[name](**kw, unbiased=unbiased)
+    return COMPRESSORS.get(name)(**kw, unbiased=unbiased)

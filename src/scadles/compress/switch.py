@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
+from scadles.compress.base import Compressor
+from scadles.compress.identity import Identity
 from scadles.errors import UserError
+from scadles.registry import Registry
 
 State = dict[str, Tensor | float | int]
 
@@ -30,6 +34,14 @@ class Switch(Protocol):
         grad (K, P) is the gradient without error feedback: the energy reference of the signal
         (SCADLES_PAPER.md 7.1: feedback enters only the compressed term); acc when omitted.
         """
+        ...
+
+    def vote(self, local: int) -> float:
+        """Return what this process adds to the step's one all-reduce (its devices' votes)."""
+        ...
+
+    def agree(self, total: float, k: int, world: int, local: int) -> int:
+        """Return the level every process uses, from the summed votes of all K devices."""
         ...
 
     def state_dict(self) -> State:
@@ -102,6 +114,17 @@ def _number(d: State, key: str) -> float:
     return float(v)
 
 
+def same_level(total: float, world: int, local: int) -> int:
+    """Return local after checking every process picked it (the votes summed to local * world).
+
+    For switches that decide the same on every process by construction (fixed, Accordion's
+    all-reduced accumulator); a disagreement would mean mismatched collectives, so it stops.
+    """
+    if round(total) != local * world:
+        raise RuntimeError(f"ranks disagree on the compression level (this rank: {local})")
+    return local
+
+
 class Fixed:
     """Always the same level (static compression, or always dense)."""
 
@@ -115,6 +138,14 @@ class Fixed:
     ) -> int:
         """Return the fixed level."""
         return self.level
+
+    def vote(self, local: int) -> float:
+        """Return the level picked here (checked against the other processes' in agree)."""
+        return float(local)
+
+    def agree(self, total: float, k: int, world: int, local: int) -> int:
+        """Return the level, checked to be every process's."""
+        return same_level(total, world, local)
 
     def state_dict(self) -> State:
         """Return no state (the level comes from the configuration)."""
@@ -171,6 +202,14 @@ class ScadlesSwitch:
             self.smoothed = self.ewma * prev + (1.0 - self.ewma) * sig
         self.last_votes = int((self.smoothed <= self.delta).sum())
         return int(self.last_votes * 2 >= sig.numel())
+
+    def vote(self, local: int) -> float:
+        """Return how many of this process's devices vote to compress."""
+        return float(self.last_votes)
+
+    def agree(self, total: float, k: int, world: int, local: int) -> int:
+        """Return 1 (compress) when at least half of all K devices voted for it."""
+        return int(round(total) * 2 >= k)
 
     def state_dict(self) -> State:
         """Return the smoothed signal (empty before the first step)."""
@@ -230,6 +269,14 @@ class CodeSwitch:
     def mean(self) -> Tensor | None:
         """Return the running mean of the signal over the current epoch (K,), if any."""
         return None if self.total is None else self.total / max(self.count, 1)
+
+    def vote(self, local: int) -> float:
+        """Return how many of this process's devices vote to compress."""
+        return float(self.last_votes)
+
+    def agree(self, total: float, k: int, world: int, local: int) -> int:
+        """Return 1 (compress) when at least int(K / 2) devices voted for it (authors' code)."""
+        return int(round(total) >= k // 2)
 
     def state_dict(self) -> State:
         """Return the epoch's signal sum (empty before the first step), count and epoch."""
@@ -302,6 +349,14 @@ class AccordionSwitch:
             return cur > 0
         return abs(self.prev - cur) / self.prev >= self.eta
 
+    def vote(self, local: int) -> float:
+        """Return the level picked here (checked against the other processes' in agree)."""
+        return float(local)
+
+    def agree(self, total: float, k: int, world: int, local: int) -> int:
+        """Return the level, checked to be every process's."""
+        return same_level(total, world, local)
+
     def state_dict(self) -> State:
         """Return the accumulator (empty when restarted), its count, previous norm and level."""
         delta = torch.zeros(0) if self.delta is None else self.delta.clone()
@@ -313,3 +368,49 @@ class AccordionSwitch:
         self.delta = None if delta.numel() == 0 else delta
         self.count, self.prev = int(_number(d, "count")), _number(d, "prev")
         self.level = int(_number(d, "level"))
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchArgs:
+    """What a SWITCHES builder is given: the compress section's values and the model's layers."""
+
+    ratio: float  # compress.ratio
+    delta: float  # compress.delta
+    ewma: float  # compress.ewma
+    eta: float  # compress.eta
+    critical_ratio: float  # compress.critical_ratio
+    per_layer: bool  # compress.per_layer
+    layers: tuple[int, ...]  # parameter count of each layer
+    devices: int  # K, all devices of the run
+    make: Callable[[float], Compressor]  # the configured compressor at a ratio
+    reduce: Callable[[Tensor], Tensor] | None  # sum over the processes; None in one process
+
+
+Levels = tuple[list[Compressor], Switch]  # (compressor of each level, the switch picking one)
+
+
+def _fixed(a: SwitchArgs) -> Levels:
+    return [a.make(a.ratio)], Fixed(0)
+
+
+def _scadles(a: SwitchArgs) -> Levels:
+    layers = a.layers if a.per_layer else None
+    return [Identity(), a.make(a.ratio)], ScadlesSwitch(a.delta, a.ewma, a.ratio, layers)
+
+
+def _code(a: SwitchArgs) -> Levels:
+    return [Identity(), a.make(a.ratio)], CodeSwitch(a.delta, a.ratio, layers=a.layers)
+
+
+def _accordion(a: SwitchArgs) -> Levels:
+    critical = Identity() if a.critical_ratio >= 1.0 else a.make(a.critical_ratio)
+    switch = AccordionSwitch(a.eta, low=0, high=1, reduce=a.reduce, devices=a.devices)
+    return [critical, a.make(a.ratio)], switch
+
+
+# compress.policy -> builder of the levels and their switch; register a builder to add one
+SWITCHES: Registry[Callable[[SwitchArgs], Levels]] = Registry(
+    "compression switch",
+    {"fixed": _fixed, "scadles": _scadles, "code": _code, "accordion": _accordion},
+    key="compress.policy",
+)

@@ -2,20 +2,14 @@
 
 import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from scadles.config.schema import (
-    DATASETS_NEEDING_PATH,
-    FASHION_MNIST_DEFAULT,
-    RATE_PRESETS,
-    Config,
-    RateSpec,
-    ScheduleStep,
-    preset_rates,
-)
+from scadles.config.schema import Config, RateSpec, ScheduleStep, preset_spec
+from scadles.data.datasets import DATASETS
+from scadles.data.rates import DISTRIBUTIONS, RATE_PRESETS
 from scadles.errors import UserError
 
 Check = Callable[[str, Any], Any]  # (dotted key, raw value) -> typed value, or raise UserError
@@ -99,13 +93,20 @@ def boolean(key: str, value: Any) -> bool:
     return value
 
 
-def choice(noun: str, names: tuple[str, ...]) -> Check:
-    """Check a string that is one of `names`; an unknown one lists the known ones."""
+Names = Collection[str] | Callable[[], Collection[str]]  # a registry, or a function of the names
+
+
+def choice(noun: str, names: Names) -> Check:
+    """Check a string that is one of `names`; an unknown one lists the known ones.
+
+    `names` is read at every check, so a name registered after import is accepted.
+    """
 
     def check(key: str, value: Any) -> str:
         text = string(key, value)
-        if text not in names:
-            known = ", ".join(sorted(names))
+        allowed = names() if callable(names) else names
+        if text not in allowed:
+            known = ", ".join(sorted(allowed))
             raise UserError(f"{key}: unknown {noun} {show(text)}; known: {known}")
         return text
 
@@ -179,7 +180,7 @@ def schedule(key: str, value: Any) -> tuple[ScheduleStep, ...]:
 def rates(key: str, value: Any) -> RateSpec:
     """Check a preset name, a non-empty list of positive rates, or a {dist, mean, std} table."""
     if isinstance(value, str):
-        return preset_rates(choice("preset", tuple(RATE_PRESETS))(key, value))
+        return preset_spec(choice("preset", RATE_PRESETS)(key, value))
     if isinstance(value, list | tuple):
         if not value:
             raise UserError(f"{key} must not be an empty list")
@@ -189,7 +190,7 @@ def rates(key: str, value: Any) -> RateSpec:
         reject_unknown(key, spec, ("dist", "mean", "std"))
         if "dist" not in spec or "mean" not in spec:
             raise UserError(f"{key} table must have dist and mean, got {show(dict(spec))}")
-        dist = choice("distribution", ("normal", "uniform"))(f"{key}.dist", spec["dist"])
+        dist = choice("distribution", DISTRIBUTIONS)(f"{key}.dist", spec["dist"])
         mean = POSITIVE(f"{key}.mean", spec["mean"])
         std = NONNEGATIVE(f"{key}.std", spec.get("std", 0.0))
         return RateSpec(dist=dist, mean=mean, std=std)
@@ -221,10 +222,10 @@ def reject_unknown(
 
 def cross_check(cfg: Config) -> Config:
     """Apply the checks that involve more than one key; fill defaults that depend on others."""
-    data = cfg.data
-    if data.name == "fashion_mnist" and data.path is None:
-        data = replace(data, path=existing_path("data.path", FASHION_MNIST_DEFAULT))
-    if data.name in DATASETS_NEEDING_PATH and data.path is None:
+    data, loader = cfg.data, DATASETS.get(cfg.data.name)
+    if loader.default_path is not None and data.path is None:
+        data = replace(data, path=existing_path("data.path", loader.default_path))
+    if loader.needs_path and data.path is None:
         raise UserError(f"data.path must be set when data.name = {show(data.name)}")
     values, k = cfg.streams.rates.values, cfg.devices.count
     if values is not None and len(values) != k:

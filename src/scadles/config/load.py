@@ -9,6 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from scadles.clock import PROFILES
+from scadles.compress.registry import COMPRESSORS
+from scadles.compress.switch import SWITCHES
 from scadles.config.checks import (
     NONNEGATIVE,
     POSITIVE,
@@ -29,7 +32,6 @@ from scadles.config.checks import (
     table,
 )
 from scadles.config.schema import (
-    DATASETS,
     BufferConfig,
     ClockConfig,
     CompressConfig,
@@ -47,7 +49,15 @@ from scadles.config.schema import (
     StreamsConfig,
     TrainConfig,
 )
+from scadles.data.buffer import BUFFER_POLICIES
+from scadles.data.datasets import DATASETS
+from scadles.data.injectors import INJECTIONS
+from scadles.data.partition import PARTITIONS
 from scadles.errors import UserError
+from scadles.live.source import SOURCES
+from scadles.nn.models import MODELS
+from scadles.nn.norm import NORMS
+from scadles.policies import POLICIES
 
 __all__ = [
     "BufferConfig",
@@ -73,12 +83,9 @@ __all__ = [
 ]
 
 INT_POS = integer(1)
-COMPRESSOR_NAMES = (
-    "none", "identity", "topk", "topk_layer", "randk", "fp16", "bf16", "qsgd", "powersgd",
-)  # fmt: skip
-SWITCH_NAMES = ("fixed", "scadles", "code", "accordion")
 
-# Every section's keys and their checks; the dataclass fields give the defaults.
+# Every section's keys and their checks; the dataclass fields give the defaults. Names come from
+# the registries, read when a config is validated (a name registered after import counts).
 SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
     "data": (DataConfig, {
         "name": choice("dataset", DATASETS),
@@ -88,14 +95,14 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "sample_bytes": optional(INT_POS),
     }),
     "model": (ModelConfig, {
-        "name": choice("model", ("mlp", "cnn1d", "cnn2d", "resnet8", "resnet20")),
-        "norm": choice("norm", ("none", "group", "batch")),
+        "name": choice("model", MODELS),
+        "norm": choice("norm", NORMS),
         "width": INT_POS,
         "groups": INT_POS,
     }),
     "devices": (DevicesConfig, {
         "count": INT_POS,
-        "partition": choice("partition", ("iid", "label_blocks", "dirichlet", "shards")),
+        "partition": choice("partition", PARTITIONS),
         "dirichlet_alpha": POSITIVE,
         "shards_per_device": INT_POS,
     }),
@@ -107,11 +114,11 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "trace": optional(existing_path),
     }),
     "buffer": (BufferConfig, {
-        "policy": optional(choice("buffer policy", ("persistence", "truncation"))),
+        "policy": optional(choice("buffer policy", BUFFER_POLICIES)),
         "capacity": optional(INT_POS),
     }),
     "policy": (PolicyConfig, {
-        "name": choice("policy", ("ddl", "scadles")),
+        "name": choice("policy", POLICIES),
         "batch": INT_POS,
         "b_min": INT_POS,
         "b_max": INT_POS,
@@ -134,7 +141,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "metric": choice("metric", ("top1", "top5")),
     }),
     "clock": (ClockConfig, {
-        "profile": choice("clock profile", ("paper", "uniform", "csv")),
+        "profile": choice("clock profile", PROFILES),
         "csv": optional(existing_path),
         "emulate_params": optional(INT_POS),
         "seconds_per_sample": optional(POSITIVE),
@@ -143,11 +150,11 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "latency_s": optional(NONNEGATIVE),
     }),
     "compress": (CompressConfig, {
-        "name": optional(choice("compressor", COMPRESSOR_NAMES)),
+        "name": optional(choice("compressor", COMPRESSORS)),
         "ratio": number(0.0, 1.0, lo_open=True),
         "delta": NONNEGATIVE,
         "ewma": number(0.0, 1.0, hi_open=True),
-        "policy": optional(choice("compression switch", SWITCH_NAMES)),
+        "policy": optional(choice("compression switch", SWITCHES)),
         "error_feedback": boolean,
         "momentum_correction": boolean,
         "momentum_masking": boolean,
@@ -158,12 +165,12 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "critical_ratio": number(0.0, 1.0, lo_open=True),
     }),
     "inject": (InjectConfig, {
-        "name": choice("injection", ("none", "peers", "class_pool")),
+        "name": choice("injection", INJECTIONS),
         "alpha": number(0.0, 1.0, lo_open=True),
         "beta": number(0.0, 1.0, lo_open=True),
     }),
     "live": (LiveConfig, {
-        "source": choice("live source", ("sim", "replay", "kafka", "redis")),
+        "source": choice("live source", lambda: ("sim", *SOURCES)),
         "url": optional(string),
         "prefix": string,
         "group": string,

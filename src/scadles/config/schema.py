@@ -1,17 +1,13 @@
-"""The configuration's value types: one frozen dataclass per TOML section, and the rate presets."""
+"""The configuration's value types: one frozen dataclass per TOML section.
+
+Names (datasets, models, presets, ...) are not listed here: the checks read the registries
+(``scadles.registry``) when a config is validated.
+"""
 
 from dataclasses import dataclass
 
-DATASETS_NEEDING_PATH = ("cifar10", "cifar100", "mnist", "npz")
-DATASETS = ("mnist1d", "digits", "synthetic", "fashion_mnist", *DATASETS_NEEDING_PATH)
-FASHION_MNIST_DEFAULT = "/usr/share/datasets/fashion-mnist"
-# Stream-rate presets: (distribution, mean, std) samples/s per device, paper Table II.
-RATE_PRESETS: dict[str, tuple[str, float, float]] = {
-    "uniform-S1": ("uniform", 38.0, 24.0),
-    "uniform-S2": ("uniform", 300.0, 112.0),
-    "normal-S1": ("normal", 64.0, 24.0),
-    "normal-S2": ("normal", 256.0, 28.0),
-}
+from scadles.data.rates import RATE_PRESETS
+from scadles.policies import POLICIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +29,13 @@ class ScheduleStep:
     scale: float
 
 
-def preset_rates(name: str) -> RateSpec:
-    """Return the RateSpec of a named preset, with its distribution filled in."""
-    dist, mean, std = RATE_PRESETS[name]
+def preset_spec(name: str) -> RateSpec:
+    """Return the RateSpec of a named preset (RATE_PRESETS), with its distribution filled in."""
+    dist, mean, std = RATE_PRESETS.get(name)
     return RateSpec(preset=name, dist=dist, mean=mean, std=std)
+
+
+DEFAULT_RATES = preset_spec("normal-S1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +73,7 @@ class DevicesConfig:
 class StreamsConfig:
     """`[streams]`: per-device stream rates, arrival process and rate changes over time."""
 
-    rates: RateSpec = RateSpec(preset="normal-S1", dist="normal", mean=64.0, std=24.0)
+    rates: RateSpec = DEFAULT_RATES
     arrivals: str = "deterministic"
     window_s: float = 1.0
     schedule: tuple[ScheduleStep, ...] = ()
@@ -209,11 +208,11 @@ def resolved_buffer_policy(cfg: Config) -> str:
     """Return the buffer policy in force: the configured one, else the training policy's default."""
     if cfg.buffer.policy is not None:
         return cfg.buffer.policy
-    return "truncation" if cfg.policy.name == "scadles" else "persistence"  # paper §2.2, §5.7
+    return POLICIES.get(cfg.policy.name).buffer  # paper §2.2, §5.7
 
 
 def resolved_lr_scaling(cfg: Config) -> bool:
     """Return whether linear LR scaling is on: the configured value, else only for scadles."""
     if cfg.policy.lr_scaling is not None:
         return cfg.policy.lr_scaling
-    return cfg.policy.name == "scadles"
+    return POLICIES.get(cfg.policy.name).lr_scaling

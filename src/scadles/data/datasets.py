@@ -1,4 +1,8 @@
-"""Load built-in and standard-format datasets as normalised tensors (one loader per name)."""
+"""Load built-in and standard-format datasets as normalised tensors (one loader per name).
+
+``DATASETS`` maps each ``data.name`` to its ``DatasetLoader``; ``DATASETS.register(name, loader)``
+adds one (a reader of ``scadles.data.formats.Request`` returning ``Raw`` arrays).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,12 +30,10 @@ from scadles.data.formats import (
     stratified_split,
 )
 from scadles.errors import UserError
+from scadles.registry import Registry
 
 log = logging.getLogger(__name__)
 
-DATASETS: tuple[str, ...] = (
-    "mnist1d", "digits", "synthetic", "cifar10", "cifar100", "mnist", "fashion_mnist", "npz",
-)  # fmt: skip
 FASHION_MNIST_PATH = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 CIFAR_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet stats, as the paper
@@ -55,6 +58,112 @@ class Dataset:
         """Return the shape of one sample."""
         return tuple(self.x_train.shape[1:])
 
+    @classmethod
+    def from_tensors(
+        cls,
+        x_train: torch.Tensor | np.ndarray,
+        y_train: torch.Tensor | np.ndarray,
+        x_test: torch.Tensor | np.ndarray,
+        y_test: torch.Tensor | np.ndarray,
+        *,
+        num_classes: int | None = None,
+        name: str = "tensors",
+    ) -> Dataset:
+        """Wrap the caller's tensors (any sample shape) as a Dataset, checking them first.
+
+        x becomes float32 (N, *shape) as given (no normalisation), y int64 (N,); num_classes
+        defaults to the largest label of either split + 1; sample_bytes, the wire size the
+        simulated links charge per sample, is that of one float32 sample.
+        """
+        xs, ys = [], []
+        for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+            xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+            if xt.ndim < 1 or yt.ndim != 1 or len(xt) != len(yt):
+                raise UserError(
+                    f"{split}: x must be (N, *shape) and y (N,), got x {tuple(xt.shape)} "
+                    f"and y {tuple(yt.shape)}"
+                )
+            if len(yt) == 0:
+                raise UserError(f"{split}: the {split} set is empty")
+            if yt.dtype.is_floating_point or yt.dtype.is_complex or yt.dtype == torch.bool:
+                raise UserError(f"{split}: labels must be integers, got dtype {yt.dtype}")
+            if int(yt.min()) < 0:
+                raise UserError(f"{split}: labels must be >= 0, got {int(yt.min())}")
+            xt = xt.to(torch.float32).contiguous()  # (N, *shape)
+            if not bool(torch.isfinite(xt).all()):
+                raise UserError(f"{split}: x holds NaN or Inf")
+            xs.append(xt)
+            ys.append(yt.to(torch.int64).contiguous())  # (N,)
+        if xs[0].shape[1:] != xs[1].shape[1:]:
+            raise UserError(
+                f"test samples have shape {tuple(xs[1].shape[1:])}, "
+                f"train samples {tuple(xs[0].shape[1:])}"
+            )
+        top = max(int(ys[0].max()), int(ys[1].max()))
+        classes = top + 1 if num_classes is None else num_classes
+        if classes <= top or classes < 1:
+            raise UserError(f"num_classes must be > the largest label {top}, got {num_classes}")
+        return cls(
+            name=name,
+            x_train=xs[0],
+            y_train=ys[0],
+            x_test=xs[1],
+            y_test=ys[1],
+            num_classes=classes,
+            sample_bytes=4 * xs[0][0].numel(),
+        )
+
+    @classmethod
+    def from_torch(
+        cls,
+        train: torch.utils.data.Dataset[Any],
+        test: torch.utils.data.Dataset[Any],
+        *,
+        num_classes: int | None = None,
+    ) -> Dataset:
+        """Materialise two map-style torch datasets of (x, y) items into tensors, once.
+
+        Every item is read (and any transform applied) exactly once here, not lazily per step:
+        the simulator gathers arbitrary rows of all devices' union batch by index at every step,
+        which needs the samples as one tensor. Memory: 4 bytes per element of x plus 8 per
+        label, e.g. 60,000 samples of shape (1, 28, 28) take about 188 MB (twice that for a
+        moment while stacking). Random augmentation in a transform is drawn once, not per epoch.
+        """
+        parts = [cls._materialise(split, ds) for split, ds in (("train", train), ("test", test))]
+        (x_tr, y_tr), (x_te, y_te) = parts
+        return cls.from_tensors(x_tr, y_tr, x_te, y_te, num_classes=num_classes, name="torch")
+
+    @staticmethod
+    def _materialise(
+        split: str, ds: torch.utils.data.Dataset[Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read every (x, y) item of a map-style dataset; return x stacked and y as (N,)."""
+        try:
+            n = len(ds)  # type: ignore[arg-type]
+        except TypeError:
+            raise UserError(
+                f"{split}: expected a map-style dataset with len(), got {ds!r}"
+            ) from None
+        xs, ys = [], []
+        for i in range(n):
+            item = ds[i]
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise UserError(
+                    f"{split}: item {i} must be a pair (x, y), got {type(item).__name__}"
+                )
+            xs.append(torch.as_tensor(item[0]))
+            y = torch.as_tensor(item[1])
+            if y.numel() != 1:
+                raise UserError(f"{split}: item {i} has {y.numel()} labels; expected one")
+            ys.append(y.reshape(()))
+        if not xs:
+            raise UserError(f"{split}: the {split} set is empty")
+        if any(x.shape != xs[0].shape for x in xs):
+            raise UserError(
+                f"{split}: samples differ in shape; they must all be {tuple(xs[0].shape)}"
+            )
+        return torch.stack(xs), torch.stack(ys)  # (N, *shape), (N,)
+
 
 def load_dataset(
     name: str,
@@ -66,9 +175,7 @@ def load_dataset(
     cache_dir: Path | None = None,
 ) -> Dataset:
     """Load dataset `name`, subsample to n_train/n_test (seeded) and normalise it."""
-    loader = _LOADERS.get(name)
-    if loader is None:
-        raise UserError(f"data.name: unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    loader = DATASETS.get(name)
     for key, n in (("data.n_train", n_train), ("data.n_test", n_test)):
         if n is not None and n < 1:
             raise UserError(f"{key} must be >= 1, got {n}")
@@ -76,7 +183,7 @@ def load_dataset(
         raise UserError(f"seed must be in [0, 2**32), got {seed}")
     if cache_dir is None:
         cache_dir = Path(os.environ.get("SCADLES_CACHE", Path.home() / ".cache" / "scadles"))
-    raw = loader(Request(path, n_train, n_test, seed, cache_dir))
+    raw = loader.read(Request(path or loader.default_path, n_train, n_test, seed, cache_dir))
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, 1]).spawn(2)]
     keep_tr = _subsample(len(raw.y_train), n_train, rngs[0])
     keep_te = _subsample(len(raw.y_test), n_test, rngs[1])
@@ -199,13 +306,30 @@ def _load_synthetic(req: Request) -> Raw:
     return Raw(x_tr, y_tr, x_te, y_te, 10, 20 * 4)
 
 
-_LOADERS: dict[str, Callable[[Request], Raw]] = {
-    "mnist1d": _load_mnist1d,
-    "digits": _load_digits,
-    "synthetic": _load_synthetic,
-    "cifar10": cifar_reader("cifar10", CIFAR_STATS["cifar10"]),
-    "cifar100": cifar_reader("cifar100", CIFAR_STATS["cifar100"]),
-    "mnist": idx_reader("mnist", None),
-    "fashion_mnist": idx_reader("fashion_mnist", FASHION_MNIST_PATH),
-    "npz": read_npz,
-}
+@dataclass(frozen=True, slots=True)
+class DatasetLoader:
+    """A DATASETS entry: the reader and whether it needs files (data.path, or a default)."""
+
+    read: Callable[[Request], Raw]  # Request (path, sizes, seed, cache) -> arrays
+    needs_path: bool = False  # data.path must name its files (or default_path exist)
+    default_path: str | None = None  # where its files are when data.path is unset
+
+
+DATASETS: Registry[DatasetLoader] = Registry(
+    "dataset",
+    {
+        "mnist1d": DatasetLoader(_load_mnist1d),
+        "digits": DatasetLoader(_load_digits),
+        "synthetic": DatasetLoader(_load_synthetic),
+        "cifar10": DatasetLoader(cifar_reader("cifar10", CIFAR_STATS["cifar10"]), needs_path=True),
+        "cifar100": DatasetLoader(
+            cifar_reader("cifar100", CIFAR_STATS["cifar100"]), needs_path=True
+        ),
+        "mnist": DatasetLoader(idx_reader("mnist", None), needs_path=True),
+        "fashion_mnist": DatasetLoader(
+            idx_reader("fashion_mnist", None), needs_path=True, default_path=FASHION_MNIST_PATH
+        ),
+        "npz": DatasetLoader(read_npz, needs_path=True),
+    },
+    key="data.name",
+)

@@ -1,16 +1,33 @@
 """Split training indices among K devices: IID, label blocks, Dirichlet or shards.
 
 Every scheme is pure and seeded by the generator passed in; the parts are disjoint and cover every
-index exactly once. Each part is an int64 index tensor in random (shuffled) order.
+index exactly once. Each part is an int64 index tensor in random (shuffled) order. ``PARTITIONS``
+maps each name to its ``Scheme``; ``PARTITIONS.register(name, scheme)`` adds one.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from scadles.errors import UserError
+from scadles.registry import Registry
 
-PARTITIONS: tuple[str, ...] = ("iid", "label_blocks", "dirichlet", "shards")
+
+class Scheme(Protocol):
+    """Assign every sample to one of k devices: return owner (N,) int64 in [0, k)."""
+
+    def __call__(
+        self,
+        labels: torch.Tensor,
+        k: int,
+        gen: torch.Generator,
+        *,
+        num_classes: int,
+        dirichlet_alpha: float,
+        shards_per_device: int,
+    ) -> torch.Tensor: ...
 
 
 def partition(
@@ -24,17 +41,16 @@ def partition(
     shards_per_device: int = 2,
 ) -> list[torch.Tensor]:
     """Split the indices of `labels` (N,) into k disjoint shuffled parts by `scheme`."""
-    n = _check(labels, k, scheme, num_classes, dirichlet_alpha, shards_per_device)
-    labels = labels.to(torch.int64)
-    if scheme == "iid":
-        owner = torch.arange(n) * k // n  # (N,) near-equal contiguous blocks of a shuffle
-        owner = owner[torch.randperm(n, generator=gen)]
-    elif scheme == "label_blocks":
-        owner = _label_blocks(labels, k, num_classes, gen)
-    elif scheme == "dirichlet":
-        owner = _dirichlet(labels, k, num_classes, dirichlet_alpha, gen)
-    else:
-        owner = _shards(labels, k, num_classes, shards_per_device, gen)
+    split = PARTITIONS.get(scheme)
+    _check(labels, k, scheme, num_classes, dirichlet_alpha, shards_per_device)
+    owner = split(
+        labels.to(torch.int64),
+        k,
+        gen,
+        num_classes=num_classes,
+        dirichlet_alpha=dirichlet_alpha,
+        shards_per_device=shards_per_device,
+    )  # (N,)
     return _group(_fill_empty(owner, k, gen), k, gen)
 
 
@@ -52,10 +68,6 @@ def _check(
     labels: torch.Tensor, k: int, scheme: str, num_classes: int, alpha: float, spd: int
 ) -> int:
     """Validate the request and return the number of samples."""
-    if scheme not in PARTITIONS:
-        raise UserError(
-            f"devices.partition: unknown scheme {scheme!r}; known: {', '.join(PARTITIONS)}"
-        )
     if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype.is_complex:
         raise UserError(
             f"partition labels must be a 1-D integer tensor, got {labels.dtype}{list(labels.shape)}"
@@ -117,6 +129,55 @@ def _shards(labels: torch.Tensor, k: int, c: int, spd: int, gen: torch.Generator
     owner = torch.empty_like(labels)
     owner[order] = shard_owner[torch.arange(n) * s // n]
     return owner
+
+
+def _iid(labels: torch.Tensor, k: int, gen: torch.Generator, **_: object) -> torch.Tensor:
+    """Deal near-equal contiguous blocks of a random shuffle."""
+    n = labels.numel()
+    owner = torch.arange(n) * k // n  # (N,)
+    return owner[torch.randperm(n, generator=gen)]
+
+
+def _by_label_blocks(
+    labels: torch.Tensor, k: int, gen: torch.Generator, *, num_classes: int, **_: object
+) -> torch.Tensor:
+    return _label_blocks(labels, k, num_classes, gen)
+
+
+def _by_dirichlet(
+    labels: torch.Tensor,
+    k: int,
+    gen: torch.Generator,
+    *,
+    num_classes: int,
+    dirichlet_alpha: float,
+    **_: object,
+) -> torch.Tensor:
+    return _dirichlet(labels, k, num_classes, dirichlet_alpha, gen)
+
+
+def _by_shards(
+    labels: torch.Tensor,
+    k: int,
+    gen: torch.Generator,
+    *,
+    num_classes: int,
+    shards_per_device: int,
+    **_: object,
+) -> torch.Tensor:
+    return _shards(labels, k, num_classes, shards_per_device, gen)
+
+
+PARTITIONS: Registry[Scheme] = Registry(
+    "scheme",
+    {
+        "iid": _iid,
+        "label_blocks": _by_label_blocks,
+        "dirichlet": _by_dirichlet,
+        "shards": _by_shards,
+    },
+    key="devices.partition",
+)
 
 
 def _ranks(

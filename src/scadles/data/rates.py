@@ -15,20 +15,36 @@ from __future__ import annotations
 import bisect
 import csv
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from scadles.errors import UserError
+from scadles.registry import Registry
 
-# paper Table I: (distribution, mean, std) in samples per second
-PRESETS: dict[str, tuple[str, float, float]] = {
-    "uniform-S1": ("uniform", 38.0, 24.0),
-    "uniform-S2": ("uniform", 300.0, 112.0),
-    "normal-S1": ("normal", 64.0, 24.0),
-    "normal-S2": ("normal", 256.0, 28.0),
-}
+Preset = tuple[str, float, float]  # (distribution, mean, std) in samples per second
+# paper Table I; the one table of presets (config.streams.rates reads it when it validates)
+RATE_PRESETS: Registry[Preset] = Registry(
+    "preset",
+    {
+        "uniform-S1": ("uniform", 38.0, 24.0),
+        "uniform-S2": ("uniform", 300.0, 112.0),
+        "normal-S1": ("normal", 64.0, 24.0),
+        "normal-S2": ("normal", 256.0, 28.0),
+    },
+    key="streams.rates",
+)
+Quantile = Callable[[torch.Tensor, float, float], torch.Tensor]  # (u (K,), mean, std) -> (K,)
+DISTRIBUTIONS: Registry[Quantile] = Registry(
+    "distribution",
+    {
+        "normal": lambda u, mean, std: mean + std * torch.special.ndtri(u),
+        "uniform": lambda u, mean, std: mean + std * math.sqrt(3.0) * (2.0 * u - 1.0),
+    },
+    key="streams.rates.dist",
+)
 RATE_FLOOR, RATE_CEIL = 8.0, 1024.0  # paper 4.4: every stream rate lies in [b_min, b_max]
 _PRESET_ORDER_SEED = 2022  # fixed, so a preset means the same rates everywhere
 
@@ -39,15 +55,9 @@ def distribution_rates(dist: str, mean: float, std: float, k: int) -> torch.Tens
     Quantiles (not random draws) make a preset reproducible and representative for any K; the
     order is a fixed permutation so that device index and rate are not correlated.
     """
+    quantile = DISTRIBUTIONS.get(dist)
     u = (torch.arange(k, dtype=torch.float64) + 0.5) / k  # (K,)
-    if dist == "normal":
-        r = mean + std * torch.special.ndtri(u)
-    elif dist == "uniform":
-        r = mean + std * math.sqrt(3.0) * (2.0 * u - 1.0)
-    else:
-        raise UserError(
-            f"streams.rates.dist: unknown distribution '{dist}'; known: normal, uniform"
-        )
+    r = quantile(u, mean, std)  # (K,)
     g = torch.Generator().manual_seed(_PRESET_ORDER_SEED)
     r = r[torch.randperm(k, generator=g)]
     out: torch.Tensor = r.round().clamp(RATE_FLOOR, RATE_CEIL)
@@ -55,10 +65,8 @@ def distribution_rates(dist: str, mean: float, std: float, k: int) -> torch.Tens
 
 
 def preset_rates(name: str, k: int) -> torch.Tensor:
-    """Return the K rates of a paper preset (uniform-S1, uniform-S2, normal-S1, normal-S2)."""
-    if name not in PRESETS:
-        raise UserError(f"streams.rates: unknown preset '{name}'; known: {', '.join(PRESETS)}")
-    dist, mean, std = PRESETS[name]
+    """Return the K rates of a preset (paper: uniform-S1, uniform-S2, normal-S1, normal-S2)."""
+    dist, mean, std = RATE_PRESETS.get(name)
     return distribution_rates(dist, mean, std, k)
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from scadles.data.rates import RateSchedule
-from scadles.live.source import Delivery
+from scadles.live.base import Delivery
 
 Clock = Callable[[], float]
 

@@ -11,75 +11,50 @@ per broker (docs/WIRE.md):
 
 Corrupt messages are skipped and counted by reason (``scadles.live.wire.REASONS``); on Redis they
 are acknowledged at once, so they never come back. Broker modules are imported only when used.
+
+``SOURCES`` maps each ``live.source`` name to a factory of a ``SourceRequest``; register one to
+add a source. The protocol a source implements (``LiveSource``, ``Delivery``) is in
+``scadles.live.base`` and re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import torch
-
-from scadles.data.rates import RateSchedule
 from scadles.errors import UserError
+from scadles.live.base import (
+    DEFAULT_PREFIX,
+    Delivery,
+    LiveSource,
+    Replay,
+    SourceRequest,
+    stream_names,
+)
 from scadles.live.wire import decode_valid
+from scadles.registry import Registry
 
 if TYPE_CHECKING:
     from scadles.live.kafka_stream import KafkaSource
     from scadles.live.redis_stream import RedisSource
 
+__all__ = [
+    "DEFAULT_PREFIX",
+    "SOURCES",
+    "Delivery",
+    "KafkaLive",
+    "LiveSource",
+    "RedisLive",
+    "Replay",
+    "SourceRequest",
+    "check_reachable",
+    "open_source",
+    "stream_names",
+]
+
 _LOG = logging.getLogger(__name__)
-KINDS = ("replay", "kafka", "redis")
-DEFAULT_PREFIX = "scadles-device"
-Replay = tuple[list[tuple[torch.Tensor, torch.Tensor]], RateSchedule, int]  # parts, rates, seed
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What one poll gave one device."""
-
-    x: torch.Tensor  # (n, *shape) decoded valid samples
-    y: torch.Tensor  # (n,)
-    ids: list[str]  # broker ids of the valid samples, aligned with the rows of x (for done)
-    skipped: int  # messages skipped as invalid in this poll (already acknowledged/consumed)
-
-
-class LiveSource(Protocol):
-    """Per-device live streams, polled by the real-mode trainer."""
-
-    devices: int
-
-    def poll(self, want: Sequence[int], timeout_s: float) -> list[Delivery]:
-        """Return up to ``want[d]`` samples per device; wait up to ``timeout_s`` for one."""
-        ...
-
-    def done(self, device: int, ids: Sequence[str]) -> None:
-        """Mark samples as trained or dropped on purpose (Redis: XACK)."""
-        ...
-
-    def positions(self) -> dict[str, int]:
-        """Return the positions a restarted source resumes from."""
-        ...
-
-    def broker_count(self, device: int) -> int:
-        """Return the broker's own count of messages in the device's stream."""
-        ...
-
-    def skipped(self) -> dict[str, int]:
-        """Return the messages skipped so far, by reason."""
-        ...
-
-    def close(self) -> None:
-        """Release the connections (or stop the producer threads)."""
-        ...
-
-
-def stream_names(devices: Sequence[int], prefix: str = DEFAULT_PREFIX) -> list[str]:
-    """Return the stream (topic) name of each global device id: ``{prefix}-{device}``."""
-    return [f"{prefix}-{d}" for d in devices]
 
 
 def _check_want(want: Sequence[int], devices: int) -> None:
@@ -222,6 +197,60 @@ def check_reachable(kind: str, url: str, timeout_s: float = 3.0, key: str = "--u
         raise UserError(f"broker: unknown kind {kind!r}; known: kafka, redis")
 
 
+def _open_replay(req: SourceRequest) -> LiveSource:
+    """Start one producer thread per device replaying its partition in real time."""
+    from scadles.live.replay import ReplaySource
+
+    if req.replay is None:
+        raise ValueError("open_source('replay') needs replay=(parts, schedule, seed)")
+    parts, schedule, seed = req.replay
+    return ReplaySource(
+        parts,
+        schedule,
+        seed,
+        req.streams,
+        devices=req.devices,
+        positions=req.positions,
+        start_s=req.start_s,
+    )
+
+
+def _open_kafka(req: SourceRequest) -> LiveSource:
+    """Join the Kafka topics of the streams (the broker client is imported only here)."""
+    from scadles.live.kafka_stream import KafkaSource
+
+    check_reachable("kafka", req.url)
+    src = KafkaSource(
+        req.url, req.streams, req.max_bytes, req.shape, req.positions, num_classes=req.num_classes
+    )
+    return KafkaLive(src)
+
+
+def _open_redis(req: SourceRequest) -> LiveSource:
+    """Join the Redis streams' consumer group (the broker client is imported only here)."""
+    from scadles.live.redis_stream import RedisSource
+
+    check_reachable("redis", req.url)
+    src = RedisSource(
+        req.url,
+        req.streams,
+        req.group,
+        req.consumer,
+        req.max_bytes,
+        req.shape,
+        num_classes=req.num_classes,
+    )
+    return RedisLive(src)
+
+
+# live.source -> factory; "sim" (modelled arrivals) needs no source and is not an entry
+SOURCES: Registry[Callable[[SourceRequest], LiveSource]] = Registry(
+    "kind",
+    {"replay": _open_replay, "kafka": _open_kafka, "redis": _open_redis},
+    key="live.source",
+)
+
+
 def open_source(
     kind: str,
     *,
@@ -237,30 +266,24 @@ def open_source(
     devices: Sequence[int] | None = None,
     start_s: float = 0.0,
 ) -> LiveSource:
-    """Open the live source of this rank's streams.
+    """Open the live source of this rank's streams (the SOURCES entry ``kind``).
 
     ``replay`` = (this rank's partitions, the rate schedule, seed) for kind "replay";
     ``devices`` are the global ids of ``streams`` (replay rows and seeds; default 0..n-1).
     """
-    if kind == "replay":
-        from scadles.live.replay import ReplaySource
-
-        if replay is None:
-            raise ValueError("open_source('replay') needs replay=(parts, schedule, seed)")
-        parts, schedule, seed = replay
-        return ReplaySource(
-            parts, schedule, seed, streams, devices=devices, positions=positions, start_s=start_s
+    factory = SOURCES.get(kind)
+    return factory(
+        SourceRequest(
+            url=url,
+            streams=streams,
+            shape=shape,
+            num_classes=num_classes,
+            max_bytes=max_bytes,
+            positions=positions,
+            group=group,
+            consumer=consumer,
+            replay=replay,
+            devices=devices,
+            start_s=start_s,
         )
-    if kind == "kafka":
-        from scadles.live.kafka_stream import KafkaSource
-
-        check_reachable(kind, url)
-        src = KafkaSource(url, streams, max_bytes, shape, positions, num_classes=num_classes)
-        return KafkaLive(src)
-    if kind == "redis":
-        from scadles.live.redis_stream import RedisSource
-
-        check_reachable(kind, url)
-        rsrc = RedisSource(url, streams, group, consumer, max_bytes, shape, num_classes=num_classes)
-        return RedisLive(rsrc)
-    raise UserError(f"live source: unknown kind {kind!r}; known: {', '.join(KINDS)}")
+    )

@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scadles.errors import UserError
-from scadles.nn.norm import NORMS, SegmentBatchNorm, Segments, make_norm
-
-MODELS = ("mlp", "cnn1d", "cnn2d", "resnet8", "resnet20")
+from scadles.nn.norm import NORMS, SegmentBatchNorm, make_norm
+from scadles.registry import Registry
 
 
 class Model(nn.Module):
-    """A classifier: forward(x (N, *input_shape), seg) -> logits (N, num_classes)."""
+    """A classifier: forward(x (N, *input_shape)) -> logits (N, num_classes), set by subclasses.
+
+    Per-device BatchNorm layers read the device of each row from `device_segments`.
+    """
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
         self.input_shape = input_shape
         self.num_classes = num_classes
-
-    def forward(self, x: Tensor, seg: Segments | None = None) -> Tensor:
-        """Return the logits (N, num_classes) of the rows of x."""
-        raise NotImplementedError
 
 
 class NormAct(nn.Module):
@@ -34,9 +34,9 @@ class NormAct(nn.Module):
         super().__init__()
         self.norm = make_norm(norm, channels, groups)
 
-    def forward(self, x: Tensor, seg: Segments | None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         """Return relu(norm(x))."""
-        return F.relu(self.norm(x, seg))
+        return F.relu(self.norm(x))
 
 
 class MLP(Model):
@@ -53,10 +53,10 @@ class MLP(Model):
         self.act2 = NormAct(norm, hidden, groups)
         self.head = nn.Linear(hidden, num_classes)
 
-    def forward(self, x: Tensor, seg: Segments | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         """Return logits (N, num_classes)."""
-        h = self.act1(self.fc1(x.flatten(1)), seg)  # (N, 4w)
-        h = self.act2(self.fc2(h), seg)
+        h = self.act1(self.fc1(x.flatten(1)))  # (N, 4w)
+        h = self.act2(self.fc2(h))
         return self.head(h)  # type: ignore[no-any-return]
 
 
@@ -76,11 +76,11 @@ class CNN1d(Model):
             length = (length - 1) // 2 + 1
         self.head = nn.Linear(width * length, num_classes)
 
-    def forward(self, x: Tensor, seg: Segments | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         """Return logits (N, num_classes)."""
         h = x.reshape(x.shape[0], -1, x.shape[-1])  # (N, C, L)
         for conv, act in zip(self.convs, self.acts, strict=True):
-            h = act(conv(h), seg)
+            h = act(conv(h))
         return self.head(h.flatten(1))  # type: ignore[no-any-return]
 
 
@@ -100,11 +100,11 @@ class CNN2d(Model):
             self.acts.append(NormAct(norm, c_out, groups))
         self.head = nn.Linear(widths[-1], num_classes)
 
-    def forward(self, x: Tensor, seg: Segments | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         """Return logits (N, num_classes)."""
         h = x.reshape(x.shape[0], -1, *x.shape[-2:])  # (N, C, H, W)
         for i, (conv, act) in enumerate(zip(self.convs, self.acts, strict=True)):
-            h = act(conv(h), seg)
+            h = act(conv(h))
             if i < 2:
                 h = F.max_pool2d(h, 2, ceil_mode=True)
         return self.head(h.mean((2, 3)))  # type: ignore[no-any-return]
@@ -125,12 +125,12 @@ class BasicBlock(nn.Module):
             self.proj = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
             self.proj_norm = make_norm(norm, c_out, groups)
 
-    def forward(self, x: Tensor, seg: Segments | None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         """Return relu(x' + F(x)) where x' is x or its projection."""
-        h = self.norm2(self.conv2(self.act1(self.conv1(x), seg)), seg)
+        h = self.norm2(self.conv2(self.act1(self.conv1(x))))
         short = x
         if self.proj is not None and self.proj_norm is not None:
-            short = self.proj_norm(self.proj(x), seg)
+            short = self.proj_norm(self.proj(x))
         return F.relu(h + short)
 
 
@@ -161,13 +161,29 @@ class ResNet(Model):
         self.blocks = nn.ModuleList(layers)
         self.head = nn.Linear(widths[-1], num_classes)
 
-    def forward(self, x: Tensor, seg: Segments | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         """Return logits (N, num_classes)."""
         h = x.reshape(x.shape[0], -1, *x.shape[-2:])  # (N, C, H, W)
-        h = self.stem_act(self.stem(h), seg)
+        h = self.stem_act(self.stem(h))
         for block in self.blocks:
-            h = block(h, seg)
+            h = block(h)
         return self.head(h.mean((2, 3)))  # type: ignore[no-any-return]
+
+
+# (input_shape, num_classes, norm, width, groups) -> an uninitialised model; build_model draws
+# its weights. Register a builder to add a model.
+ModelBuilder = Callable[[tuple[int, ...], int, str, int, int], Model]
+MODELS: Registry[ModelBuilder] = Registry(
+    "model",
+    {
+        "mlp": MLP,
+        "cnn1d": CNN1d,
+        "cnn2d": CNN2d,
+        "resnet8": partial(ResNet, blocks=1),
+        "resnet20": partial(ResNet, blocks=3),
+    },
+    key="model.name",
+)
 
 
 def _check(name: str, input_shape: tuple[int, ...], num_classes: int, norm: str) -> None:
@@ -219,19 +235,7 @@ def build_model(
     _check(name, input_shape, num_classes, norm)
     if width < 1 or groups < 1:
         raise UserError(f"model: width and groups must be >= 1, got width={width} groups={groups}")
-    args = (input_shape, num_classes, norm, width, groups)
-    model: Model
-    match name:
-        case "mlp":
-            model = MLP(*args)
-        case "cnn1d":
-            model = CNN1d(*args)
-        case "cnn2d":
-            model = CNN2d(*args)
-        case "resnet8":
-            model = ResNet(*args, blocks=1)
-        case _:
-            model = ResNet(*args, blocks=3)
+    model = MODELS.get(name)(input_shape, num_classes, norm, width, groups)
     init_params(model, gen)
     return model
 

@@ -1,10 +1,19 @@
-"""Normalisation layers that see which device each row came from (per-device BatchNorm)."""
+"""Normalisation layers that see which device each row came from (per-device BatchNorm).
+
+Models take only `forward(x)`. Per-device BatchNorm is opt-in: a model (built here or a user's
+own) uses `SegmentBatchNorm` layers, and the caller says which device each row came from by
+running the forward inside `with device_segments(seg):`; the layers read it with
+`current_segments()` (None: the whole batch is one device). A plain `torch.nn.BatchNorm*`
+ignores the segments and normalises over the rows it is given: the union batch in the dense
+exchange, each device's rows when per-device gradients are computed by the loop fallback.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +52,24 @@ class Segments:
         return Segments(ids=ids, count=1, weight=weight)
 
 
+_SEGMENTS: ContextVar[Segments | None] = ContextVar("scadles_segments", default=None)
+
+
+@contextmanager
+def device_segments(seg: Segments | None) -> Iterator[Segments | None]:
+    """Let every SegmentBatchNorm called in the body normalise per device as seg says."""
+    token = _SEGMENTS.set(seg)
+    try:
+        yield seg
+    finally:
+        _SEGMENTS.reset(token)
+
+
+def current_segments() -> Segments | None:
+    """Return the segments set by the innermost `device_segments` (None: one device)."""
+    return _SEGMENTS.get()
+
+
 def _segment_sum(v: Tensor, ids: Tensor, count: int) -> Tensor:
     """Sum the rows of v (N, C) per segment into (count, C); count 1 is a plain sum (vmap-safe)."""
     if count == 1:
@@ -59,12 +86,13 @@ class SegmentBatchNorm(nn.Module):
     """BatchNorm whose training statistics are computed over each device's own rows.
 
     In train mode the mean and biased variance used for normalising come from each segment's valid
-    rows (and all spatial positions), all segments at once. The running statistics are updated with
-    momentum 0.1 from the row-count-weighted average over non-empty devices of the per-device mean
-    and unbiased variance, the equivalent of averaging each device's BatchNorm buffers (a device
-    with one value per channel has no unbiased variance and only updates the mean). Set
-    `update_stats = False` (or use `no_running_stats(model)`) to skip that side effect, which
-    `torch.func.vmap` forbids; eval mode normalises with the running statistics.
+    rows (and all spatial positions), all segments at once; the segments are the ones set by the
+    caller with `device_segments` (none set: the whole batch is one device). The running
+    statistics are updated with momentum 0.1 from the row-count-weighted average over non-empty
+    devices of the per-device mean and unbiased variance, the equivalent of averaging each device's
+    BatchNorm buffers (a device with one value per channel has no unbiased variance and only
+    updates the mean). Set `update_stats = False` (or use `no_running_stats(model)`) to skip that
+    side effect, which `torch.func.vmap` forbids; eval mode normalises with the running statistics.
     """
 
     running_mean: Tensor
@@ -81,8 +109,9 @@ class SegmentBatchNorm(nn.Module):
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
 
-    def forward(self, x: Tensor, seg: Segments | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         """Normalise x (N, C, *spatial) per device in train mode, with running stats in eval."""
+        seg = current_segments()
         whole = seg is None or (seg.count == 1 and seg.weight is None)
         if not self.training or (whole and x.numel() > self.channels):
             track = self.update_stats or not self.training
@@ -139,7 +168,7 @@ class GroupNormSeg(nn.GroupNorm):
     def __init__(self, groups: int, channels: int) -> None:
         super().__init__(math.gcd(groups, channels), channels)
 
-    def forward(self, x: Tensor, seg: Segments | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         """Normalise each row over its channel groups."""
         return super().forward(x)
 
@@ -147,7 +176,7 @@ class GroupNormSeg(nn.GroupNorm):
 class Identity(nn.Module):
     """No normalisation."""
 
-    def forward(self, x: Tensor, seg: Segments | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         """Return x unchanged."""
         return x
 

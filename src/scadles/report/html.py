@@ -1,5 +1,5 @@
-"""`scadles report DIR`: a static HTML page (DIR/index.html) for a run, comparison, sweep or
-reproduction directory, with a sub-report per run or experiment it contains.
+"""A static HTML page (DIR/index.html) for a run, comparison, sweep or reproduction directory,
+with a sub-report per run or experiment it contains (`scadles report DIR`: scadles.cli.report).
 
 Pages are plain files with relative links and image sources, so a folder can be copied or served
 as is. Missing run plots are drawn first (matplotlib, Agg) from steps.jsonl and evals.jsonl.
@@ -7,7 +7,6 @@ as is. Missing run plots are drawn first (matplotlib, Agg) from steps.jsonl and 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections.abc import Callable
@@ -198,15 +197,3 @@ def _write(path: Path, up: str | None) -> Path:
 def write_report(path: Path) -> Path:
     """Write DIR/index.html for a run, comparison, sweep or reproduction directory; return it."""
     return _write(Path(path), up=None)
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `report DIR` subcommand."""
-    r = sub.add_parser("report", help="write DIR/index.html: tables and plots of a results folder")
-    r.add_argument("dir", type=Path, metavar="DIR", help="a run, comparison, sweep or reproduction")
-
-
-def main(args: argparse.Namespace) -> int:
-    """Write the report for args.dir and print its path; UserError propagates to the CLI."""
-    print(write_report(args.dir))
-    return 0

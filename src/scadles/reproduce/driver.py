@@ -1,4 +1,4 @@
-"""`scadles reproduce`: run the paper's experiments (configs/paper) and tabulate paper vs ours.
+"""Run the paper's experiments (configs/paper), tabulate paper vs ours (`scadles reproduce`).
 
 Writes, under --out DIR: one folder per experiment with its runs and `rows.json`, then
 `reproduction.json` (a list of {"experiment", "quantity", "paper", "ours", "unit", "note"}, the
@@ -9,7 +9,6 @@ reproduction continues where it stopped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
@@ -19,7 +18,6 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from scadles.cli.args import add_set_arg
 from scadles.errors import UserError
 from scadles.report.records import write_json
 from scadles.reproduce.experiments import EXPERIMENTS
@@ -149,35 +147,3 @@ def markdown(rows: list[Row]) -> str:
         cells = [r["quantity"], _fmt(p), _fmt(o), ratio, r["unit"], r["note"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Add the `reproduce` subcommand to an argparse subparsers object; return its parser."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        "reproduce", help="run the paper's experiments (configs/paper); tabulate paper vs ours"
-    )
-    p.add_argument("--out", required=True, type=Path, help="output directory (resumable)")
-    p.add_argument("--quick", action="store_true", help="smaller budgets and grids (~20 min)")
-    p.add_argument("--only", default=None, metavar="NAME", help=f"one of: {', '.join(EXPERIMENTS)}")
-    add_set_arg(p, "override a config key in every run (changes the runs: use another --out)")
-    p.add_argument("--configs", type=Path, default=None, help="folder of the experiment TOMLs")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for the runs (default 1)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    return p
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run `scadles reproduce` from parsed arguments; return the exit status."""
-    quiet = bool(getattr(args, "quiet", False))
-    rows = reproduce(
-        args.out,
-        quick=bool(getattr(args, "quick", False)),
-        only=getattr(args, "only", None),
-        progress=not quiet,
-        overrides=getattr(args, "overrides", None) or (),
-        config_dir=getattr(args, "configs", None),
-        threads=int(getattr(args, "threads", 1)),
-    )
-    if not quiet:
-        print((args.out / "reproduction.md").read_text())
-    return 0 if rows else 1

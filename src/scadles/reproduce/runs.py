@@ -19,10 +19,10 @@ from typing import Any
 from scadles.config.load import Config, config_to_dict, load_config, parse_override, replace_key
 from scadles.data.datasets import Dataset
 from scadles.errors import UserError
-from scadles.report.records import comparison, dumps, iter_jsonl, write_json
-from scadles.report.tables import comparison_markdown
+from scadles.report.records import dumps, iter_jsonl, write_json
 from scadles.reproduce import paper
 from scadles.training import build, runner
+from scadles.training.compare import compare_policies
 
 Row = dict[str, Any]  # {"experiment", "quantity", "paper", "ours", "unit", "note"}
 INDEX = "runs.json"
@@ -121,16 +121,14 @@ class Runs:
         return dict(summary, dir=str(where))
 
     def compare(self, experiment: str, label: str, cfg: Config) -> dict[str, Any]:
-        """Run ScaDLES and DDL on cfg; write label/comparison.json and .md; return it."""
-        runs = {
-            p: self.run(experiment, f"{label}/{p}", replace_key(cfg, "policy.name", p))
-            for p in ("scadles", "ddl")
-        }
-        comp = comparison(runs)
+        """Run ScaDLES and DDL on cfg (each at most once); write label/comparison.json and .md;
+        return it."""
+
+        def run_one(pcfg: Config, _where: Path | None) -> dict[str, Any]:
+            return self.run(experiment, f"{label}/{pcfg.policy.name}", pcfg)
+
         where = self.opts.out / experiment / label
-        write_json(where / "comparison.json", comp)
-        (where / "comparison.md").write_text(comparison_markdown(comp))
-        return comp
+        return compare_policies(cfg, where, ("scadles", "ddl"), run_one=run_one, plots=False)
 
     def _dataset(self, cfg: Config) -> Dataset:
         key = dumps(config_to_dict(cfg)["data"]) + str(cfg.train.seed)

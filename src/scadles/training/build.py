@@ -4,33 +4,37 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
 from scadles import clock
 from scadles.comm import Collective, LocalCollective, device_slice
-from scadles.compress import ErrorFeedback, Identity, PowerSGD, make_compressor
+from scadles.compress import ErrorFeedback, PowerSGD, make_compressor
 from scadles.compress.base import Compressor
 from scadles.compress.momentum import LocalMomentum
-from scadles.compress.switch import AccordionSwitch, CodeSwitch, Fixed, ScadlesSwitch, Switch
+from scadles.compress.switch import SWITCHES, SwitchArgs
 from scadles.config.load import Config
 from scadles.data.buffer import StreamBuffer
 from scadles.data.datasets import Dataset, load_dataset
-from scadles.data.injection import ClassPoolInjection, Injection, PeerInjection
-from scadles.data.partition import label_counts, partition
+from scadles.data.injection import Injection
+from scadles.data.injectors import INJECTIONS
+from scadles.data.partition import partition
 from scadles.data.rates import RateSchedule, distribution_rates, preset_rates, read_trace
 from scadles.data.streams import Arrivals, ReplayOrder
 from scadles.engine import Engine, Schedule
 from scadles.errors import UserError
 from scadles.exchange import DenseExchange, Exchange
+from scadles.feeds import Feed
+from scadles.feeds.live import LiveFeed
+from scadles.feeds.live_buffer import LiveBuffer
+from scadles.feeds.sim import SimFeed
 from scadles.grads import PerDeviceGrads, layer_shapes, layer_sizes
 from scadles.live.bucket import ThrottledCollective, TokenBucket
-from scadles.live.buffer import LiveBuffer
-from scadles.live.engine import LiveEngine
-from scadles.live.source import open_source, stream_names
+from scadles.live.source import LiveSource, open_source, stream_names
 from scadles.nn import build_model, param_count
-from scadles.policies import DEFAULT_BUFFER, BatchRule
+from scadles.policies import DEFAULT_BUFFER, POLICIES, BatchRule
+from scadles.timing import StepClock, VirtualClock, WallClock
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +79,8 @@ def buffer_policy(cfg: Config) -> str:
 
 
 def compressor_name(cfg: Config) -> str:
-    """Return the compressor: configured, or the policy's default (scadles: topk, ddl: none)."""
-    name = cfg.compress.name or ("topk" if cfg.policy.name == "scadles" else "none")
+    """Return the compressor: configured, or the policy's default (POLICIES: scadles topk)."""
+    name = cfg.compress.name or POLICIES.get(cfg.policy.name).compressor
     return "topk_layer" if name == "topk" and cfg.compress.per_layer else name
 
 
@@ -87,7 +91,7 @@ def compresses(cfg: Config) -> bool:
 
 def switch_name(cfg: Config) -> str:
     """Return the compression switch: configured, or the policy's default."""
-    return cfg.compress.policy or ("scadles" if cfg.policy.name == "scadles" else "fixed")
+    return cfg.compress.policy or POLICIES.get(cfg.policy.name).switch
 
 
 def exchange(
@@ -105,7 +109,6 @@ def exchange(
     if not compresses(cfg):
         return DenseExchange(model, comm_params, coll, devices)
     sizes, shapes = layer_sizes(model), layer_shapes(model)
-    per_layer = sizes if c.per_layer else None
 
     def make(ratio: float) -> Compressor:
         return make_compressor(
@@ -113,19 +116,20 @@ def exchange(
         )
 
     kind = switch_name(cfg)
-    switch: Switch
-    if kind == "fixed":
-        levels, switch = [make(c.ratio)], Fixed(0)
-    elif kind == "scadles":
-        levels = [Identity(), make(c.ratio)]
-        switch = ScadlesSwitch(c.delta, c.ewma, c.ratio, per_layer)
-    elif kind == "code":
-        levels, switch = [Identity(), make(c.ratio)], CodeSwitch(c.delta, c.ratio, layers=sizes)
-    else:
-        critical = Identity() if c.critical_ratio >= 1.0 else make(c.critical_ratio)
-        reduce = coll.all_reduce if coll.world > 1 else None
-        levels = [critical, make(c.ratio)]
-        switch = AccordionSwitch(c.eta, low=0, high=1, reduce=reduce, devices=k)
+    levels, switch = SWITCHES.get(kind)(
+        SwitchArgs(
+            ratio=c.ratio,
+            delta=c.delta,
+            ewma=c.ewma,
+            eta=c.eta,
+            critical_ratio=c.critical_ratio,
+            per_layer=c.per_layer,
+            layers=tuple(sizes),
+            devices=k,
+            make=make,
+            reduce=coll.all_reduce if coll.world > 1 else None,
+        )
+    )
     for lv in levels:
         if isinstance(lv, PowerSGD) and coll.world > 1:
             lv.reduce = coll.all_reduce  # both rounds summed over the ranks
@@ -148,15 +152,8 @@ def exchange(
 def injection(cfg: Config, data: Dataset, parts: list[torch.Tensor]) -> Injection | None:
     """Return the data-injection stage (paper 2.3), or None."""
     inj = cfg.inject
-    if inj.name == "none":
-        return None
-    if inj.name == "peers":
-        return PeerInjection(inj.alpha, inj.beta)
-    owner = torch.full((len(data.y_train),), -1, dtype=torch.int64)  # (N_train,)
-    for i, p in enumerate(parts):  # set-up, not the hot path
-        owner[p] = i
-    own = label_counts(data.y_train, parts, data.num_classes) > 0  # (K, C)
-    return ClassPoolInjection(inj.alpha, inj.beta, data.y_train, data.num_classes, owner, own)
+    build = INJECTIONS.get(inj.name)
+    return build(inj.alpha, inj.beta, data.y_train, data.num_classes, parts)
 
 
 def partitions(cfg: Config, data: Dataset) -> list[torch.Tensor]:
@@ -180,18 +177,22 @@ def dataset(cfg: Config) -> Dataset:
     )
 
 
-def _model(cfg: Config, data: Dataset, coll: Collective | None) -> torch.nn.Module:
-    """Build the model; in real mode every rank starts from rank 0's weights."""
+def _model(
+    cfg: Config, data: Dataset, coll: Collective | None, model: torch.nn.Module | None = None
+) -> torch.nn.Module:
+    """Return the user's model or build the configured one; in real mode every rank starts from
+    rank 0's weights."""
     m = cfg.model
-    model = build_model(
-        m.name,
-        data.input_shape,
-        data.num_classes,
-        norm=m.norm,
-        width=m.width,
-        groups=m.groups,
-        gen=generator(cfg.train.seed, "model"),
-    )
+    if model is None:
+        model = build_model(
+            m.name,
+            data.input_shape,
+            data.num_classes,
+            norm=m.norm,
+            width=m.width,
+            groups=m.groups,
+            gen=generator(cfg.train.seed, "model"),
+        )
     if coll is not None and coll.world > 1:
         with torch.no_grad():
             for prm in model.parameters():
@@ -243,91 +244,136 @@ def _check_devices(cfg: Config, data: Dataset) -> None:
         )
 
 
-def engine(cfg: Config, data: Dataset | None = None, coll: Collective | None = None) -> Engine:
-    """Build a simulation engine from a config."""
-    data = data if data is not None else dataset(cfg)
-    seed, k, t = cfg.train.seed, cfg.devices.count, cfg.train
-    _check_devices(cfg, data)
-    parts = partitions(cfg, data)
-    model = _model(cfg, data, coll)
-    comm_params = _comm_params(cfg, model)
-    sched = rate_schedule(cfg)
-    return Engine(
-        model=model,
-        optimizer=_optimizer(cfg, model),
-        data=data,
-        replay=ReplayOrder(parts, seed),
-        arrivals=Arrivals.start(sched, cfg.streams.arrivals, generator(seed, "arrivals")),
-        buffer=StreamBuffer.empty(k, buffer_policy(cfg), cfg.buffer.capacity),
-        rule=batch_rule(cfg),
-        profiles=profiles(cfg, k),
-        comm_params=comm_params,
-        schedule=Schedule(t.lr, tuple(t.milestones), t.gamma),
-        gen=generator(seed, "streams"),
-        eval_batch=cfg.eval.batch_size,
-        exchange=exchange(cfg, model, k, comm_params, coll),
-        compress_gen=generator(seed, "compress"),
-        injection=injection(cfg, data, parts),
-        inject_gen=generator(seed, "inject"),
-        sample_bytes=cfg.data.sample_bytes or data.sample_bytes,
-    )
+SourceFactory = Callable[[list[int], list[str]], LiveSource]  # (global devices, streams) -> source
 
 
-def live_engine(
+def engine(
     cfg: Config,
     data: Dataset | None = None,
     coll: Collective | None = None,
     *,
+    model: torch.nn.Module | None = None,
+    source: LiveSource | SourceFactory | None = None,
     positions: Mapping[str, int] | None = None,
     defer_acks: bool = False,
     start_s: float = 0.0,
-) -> LiveEngine:
-    """Build the real-mode engine of this rank: its devices' live streams, the wall clock."""
+) -> Engine:
+    """Build the engine of this process: the simulated feed, or a live one when live.source
+    is not "sim" (or a source is given); `model` replaces the configured one (its weights are
+    used as they are, and in real mode rank 0's are broadcast).
+
+    For a live source, `positions` and `start_s` continue a run from a checkpoint.
+    """
     data = data if data is not None else dataset(cfg)
     _check_devices(cfg, data)
-    seed, k, t, lv = cfg.train.seed, cfg.devices.count, cfg.train, cfg.live
+    seed, k, t = cfg.train.seed, cfg.devices.count, cfg.train
+    live = source is not None or cfg.live.source != "sim"
     coll = coll or LocalCollective()
-    lo, hi = device_slice(k, coll.rank, coll.world)
-    bucket = None
-    if lv.bandwidth:  # emulate this rank's uplink: its first device's profile
-        uplink = float(profiles(cfg, k).uplink_bps[lo]) / 8.0
-        bucket = TokenBucket(uplink, burst_bytes=uplink * 0.01)
-    timed = ThrottledCollective(coll, bucket)
-    model = _model(cfg, data, timed)
-    comm_params = _comm_params(cfg, model)
-    sched = rate_schedule(cfg)
-    parts = partitions(cfg, data)[lo:hi] if lv.source == "replay" else []
-    local = [(data.x_train[p], data.y_train[p]) for p in parts]
-    streams = stream_names(range(lo, hi), lv.prefix)
-    source = open_source(
-        lv.source,
-        url=lv.url or "",
-        streams=streams,
-        shape=tuple(data.input_shape),
-        num_classes=data.num_classes,
-        max_bytes=lv.max_message_bytes,
-        positions=positions,
-        group=lv.group,
-        consumer=f"rank{coll.rank}",
-        replay=(local, sched, seed) if lv.source == "replay" else None,
-        devices=list(range(lo, hi)),
-        start_s=start_s,  # a resumed run's replay continues a time-varying schedule
-    )
-    return LiveEngine(
-        model=model,
-        optimizer=_optimizer(cfg, model),
+    devices = device_slice(k, coll.rank, coll.world)
+    timed: ThrottledCollective | None = None
+    if live:
+        timed = _throttled(cfg, coll, devices[0])
+        coll = timed
+    net = _model(cfg, data, coll, model)
+    comm_params = _comm_params(cfg, net)
+    feed: Feed
+    step_clock: StepClock
+    if live:
+        assert timed is not None
+        feed = _live_feed(cfg, data, timed, source, positions, defer_acks, start_s)
+        step_clock = WallClock(timed, timed, start_s)
+    else:
+        parts = partitions(cfg, data)
+        feed = SimFeed(
+            data=data,
+            replay=ReplayOrder(parts, seed),
+            arrivals=Arrivals.start(
+                rate_schedule(cfg), cfg.streams.arrivals, generator(seed, "arrivals")
+            ),
+            buffer=StreamBuffer.empty(k, buffer_policy(cfg), cfg.buffer.capacity),
+            rule=batch_rule(cfg),
+            profiles=profiles(cfg, k),
+            gen=generator(seed, "streams"),
+            injection=injection(cfg, data, parts),
+            inject_gen=generator(seed, "inject"),
+            sample_bytes=cfg.data.sample_bytes or data.sample_bytes,
+            devices=devices,
+        )
+        step_clock = VirtualClock(profiles(cfg, k))
+    purpose = "compress" if coll.world == 1 else f"compress/rank{coll.rank}"
+    return Engine(
+        model=net,
+        optimizer=_optimizer(cfg, net),
         data=data,
-        source=source,
+        feed=feed,
+        clock=step_clock,
+        rule=batch_rule(cfg),
+        schedule=Schedule(t.lr, tuple(t.milestones), t.gamma),
+        exchange=exchange(cfg, net, k, comm_params, coll),
+        compress_gen=generator(seed, purpose),
+        eval_batch=cfg.eval.batch_size,
+    )
+
+
+def _throttled(cfg: Config, coll: Collective, first: int) -> ThrottledCollective:
+    """Wrap the collective to time it and, with live.bandwidth, emulate this rank's uplink."""
+    bucket = None
+    if cfg.live.bandwidth:  # emulate this rank's uplink: its first device's profile
+        uplink = float(profiles(cfg, cfg.devices.count).uplink_bps[first]) / 8.0
+        bucket = TokenBucket(uplink, burst_bytes=uplink * 0.01)
+    return ThrottledCollective(coll, bucket)
+
+
+def _live_feed(
+    cfg: Config,
+    data: Dataset,
+    coll: ThrottledCollective,
+    source: LiveSource | SourceFactory | None,
+    positions: Mapping[str, int] | None,
+    defer_acks: bool,
+    start_s: float,
+) -> LiveFeed:
+    """Open this rank's live streams (the configured source, or the user's) as a feed."""
+    k, lv = cfg.devices.count, cfg.live
+    lo, hi = device_slice(k, coll.rank, coll.world)
+    sched = rate_schedule(cfg)
+    streams = stream_names(range(lo, hi), lv.prefix)
+    kind = lv.source if source is None else "user"
+    if source is None:
+        parts = partitions(cfg, data)[lo:hi] if lv.source == "replay" else []
+        local = [(data.x_train[p], data.y_train[p]) for p in parts]
+        opened = open_source(
+            lv.source,
+            url=lv.url or "",
+            streams=streams,
+            shape=tuple(data.input_shape),
+            num_classes=data.num_classes,
+            max_bytes=lv.max_message_bytes,
+            positions=positions,
+            group=lv.group,
+            consumer=f"rank{coll.rank}",
+            replay=(local, sched, cfg.train.seed) if lv.source == "replay" else None,
+            devices=list(range(lo, hi)),
+            start_s=start_s,  # a resumed run's replay continues a time-varying schedule
+        )
+    elif callable(source) and not hasattr(source, "poll"):
+        opened = source(list(range(lo, hi)), streams)
+    else:
+        opened = source  # type: ignore[assignment]
+    if opened.devices != hi - lo:
+        raise UserError(
+            f"live source: serves {opened.devices} devices, this process needs {hi - lo}"
+        )
+    return LiveFeed(
+        source=opened,
         rates=sched,
         buffer=LiveBuffer(hi - lo, buffer_policy(cfg), cfg.buffer.capacity),
         rule=batch_rule(cfg),
-        schedule=Schedule(t.lr, tuple(t.milestones), t.gamma),
-        exchange=exchange(cfg, model, k, comm_params, timed),
-        coll=timed,
+        coll=coll,
         k=k,
+        shape=tuple(data.input_shape),
         stall_s=lv.stall_s,
         defer_acks=defer_acks,
         streams=streams,
-        kind=lv.source,
-        eval_batch=cfg.eval.batch_size,
+        kind=kind,
     )

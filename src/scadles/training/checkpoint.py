@@ -9,7 +9,6 @@ checks. Files are written atomically: temp file, fsync, rename.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -17,81 +16,10 @@ from typing import Any
 
 import torch
 
-from scadles.engine import Engine
 from scadles.errors import UserError
-from scadles.exchange import DenseExchange, Exchange
 
-FORMAT = 1
+FORMAT = 2
 FILE = "checkpoint.pt"
-
-
-def engine_state(eng: Engine) -> dict[str, Any]:
-    """Return the engine's resumable state."""
-    c = eng.counters
-    state: dict[str, Any] = {
-        "counters": {"step": c.step, "t": c.t, "samples_trained": c.samples_trained},
-        "last_lr": eng._last_lr,
-        "skipped_nonfinite": eng.skipped_nonfinite,
-        "shared": eng.shared.clone(),
-        "own_trained": eng.own_trained.clone(),
-        "model": copy.deepcopy(eng.model.state_dict()),
-        "optimizer": copy.deepcopy(eng.optimizer.state_dict()),
-        "arrivals": {
-            "next_pos": eng.arrivals.next_pos.clone(),
-            "total": eng.arrivals.total.clone(),
-        },
-        "buffer": {k: getattr(eng.buffer, k).clone() for k in ("lo", "hi", "trained", "dropped")},
-        "gens": {
-            "streams": eng.gen.get_state(),
-            "compress": eng.compress_gen.get_state(),
-            "inject": eng.inject_gen.get_state(),
-        },
-    }
-    return state | exchange_state(eng.exchange)
-
-
-def exchange_state(ex: Exchange | DenseExchange) -> dict[str, Any]:
-    """Return the compression state (error feedback, switch, compressors); {} when dense."""
-    if not isinstance(ex, Exchange):
-        return {}
-    return {
-        "feedback": ex.feedback.state_dict(),
-        "switch": ex.switch.state_dict(),
-        "levels": [lv.state_dict() if hasattr(lv, "state_dict") else {} for lv in ex.levels],
-        "momentum": ex.momentum.state_dict() if ex.momentum is not None else {},
-    }
-
-
-def restore_exchange(ex: Exchange | DenseExchange, state: dict[str, Any]) -> None:
-    """Load what exchange_state returned."""
-    if isinstance(ex, Exchange):
-        ex.feedback.load_state_dict(state["feedback"])
-        ex.switch.load_state_dict(state["switch"])
-        if ex.momentum is not None:
-            ex.momentum.load_state_dict(state["momentum"])
-        for lv, s in zip(ex.levels, state["levels"], strict=True):
-            if s and hasattr(lv, "load_state_dict"):
-                lv.load_state_dict(s)
-
-
-def restore_engine(eng: Engine, state: dict[str, Any]) -> None:
-    """Load a state returned by engine_state into a freshly built engine of the same config."""
-    c = state["counters"]
-    eng.counters.step, eng.counters.t = int(c["step"]), float(c["t"])
-    eng.counters.samples_trained = int(c["samples_trained"])
-    eng._last_lr = float(state["last_lr"])
-    eng.skipped_nonfinite = int(state["skipped_nonfinite"])
-    eng.shared, eng.own_trained = state["shared"].clone(), state["own_trained"].clone()
-    eng.model.load_state_dict(state["model"])
-    eng.optimizer.load_state_dict(state["optimizer"])
-    eng.arrivals.next_pos = state["arrivals"]["next_pos"].clone()
-    eng.arrivals.total = state["arrivals"]["total"].clone()
-    for k, v in state["buffer"].items():
-        setattr(eng.buffer, k, v.clone())
-    eng.gen.set_state(state["gens"]["streams"])
-    eng.compress_gen.set_state(state["gens"]["compress"])
-    eng.inject_gen.set_state(state["gens"]["inject"])
-    restore_exchange(eng.exchange, state)
 
 
 def rank_file(rank: int) -> str:

@@ -19,10 +19,19 @@ from scadles.data.datasets import Dataset
 from scadles.data.injection import exposure
 from scadles.data.partition import label_counts
 from scadles.engine import Engine
-from scadles.live.engine import LiveEngine, StreamsEnded
+from scadles.errors import UserError
+from scadles.feeds import StreamsEnded
+from scadles.live.base import LiveSource
 from scadles.report.labels import plot_label_distribution
-from scadles.report.records import JsonlWriter, SummaryAccumulator, write_json
+from scadles.report.records import (
+    EvalReport,
+    JsonlWriter,
+    StepReport,
+    SummaryAccumulator,
+    write_json,
+)
 from scadles.training import build, checkpoint
+from scadles.training.build import SourceFactory
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +98,6 @@ class Writer(Protocol):
         """Flush and close."""
 
 
-def _writer(path: Path, keep: bool, append: bool) -> JsonlWriter | _Discard:
-    return JsonlWriter(path, append=append) if keep else _Discard()
-
-
 def _truncate(path: Path, lines: int) -> None:
     """Keep the first `lines` lines of a JSONL file (records written after a checkpoint)."""
     kept = path.read_text().splitlines(keepends=True)[:lines] if path.is_file() else []
@@ -102,11 +107,11 @@ def _truncate(path: Path, lines: int) -> None:
 
 
 def _load_saved(
-    out: Path, resolved: dict[str, Any], coll: Collective | None, live: bool
+    out: Path, resolved: dict[str, Any], coll: Collective | None, per_rank: bool
 ) -> dict[str, Any]:
-    """Read the checkpoint to resume from: the run's, or in real mode on live streams this
-    rank's newest one whose step every rank has."""
-    if not live:
+    """Read the checkpoint to resume from: the run's, or with live streams this rank's newest
+    one whose step every rank has."""
+    if not per_rank:
         return checkpoint.load(out / checkpoint.FILE, resolved)
     if coll is None:
         return checkpoint.load_ranked(out, 0, resolved, lambda step: step)
@@ -117,65 +122,107 @@ def _load_saved(
     return checkpoint.load_ranked(out, coll.rank, resolved, common)
 
 
+class RunResult(dict[str, Any]):
+    """The run's summary (the content of summary.json); with no output folder, the records too."""
+
+    steps: list[StepReport]
+    evals: list[EvalReport]
+
+
+class _Keep:
+    """A writer that keeps every record in a list (runs with no output folder)."""
+
+    def __init__(self, into: list[Any]) -> None:
+        self.into = into
+
+    def write(self, obj: Any) -> None:
+        """Keep obj."""
+        self.into.append(obj)
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _writers(out: Path | None, lead: bool, append: bool, kept: RunResult) -> tuple[Writer, Writer]:
+    """Return the steps and evals writers: files in out, lists in kept, or nothing."""
+    if out is None:
+        return _Keep(kept.steps), _Keep(kept.evals)
+    if not lead:
+        return _Discard(), _Discard()
+    return (
+        JsonlWriter(out / "steps.jsonl", append=append),
+        JsonlWriter(out / "evals.jsonl", append=append),
+    )
+
+
 def run(
     cfg: Config,
-    out: Path,
+    out: Path | None,
     *,
     progress: Progress | None = None,
     data: Dataset | None = None,
+    model: torch.nn.Module | None = None,
+    source: LiveSource | SourceFactory | None = None,
     coll: Collective | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
     tensorboard: bool = False,
-) -> dict[str, Any]:
+) -> RunResult:
     """Train under cfg, writing config.json, steps.jsonl, evals.jsonl, summary.json and the
     final model.pt into out (in real mode, rank 0 writes; every rank trains its devices).
 
-    With checkpoint_every, out/checkpoint.pt is rewritten atomically every that many steps;
-    with resume, the run continues from it and ends with the files an uninterrupted run writes.
-    With tensorboard, the step and eval records also go to out/tensorboard as scalars.
+    `model` (any module with forward(x)) replaces the configured model and is trained in place;
+    `source` (a LiveSource, or a factory (devices, streams) -> LiveSource) feeds the devices
+    from the user's own streams in real mode. With out=None nothing is written and the
+    returned summary carries the step and eval records (`.steps`, `.evals`).
+    With checkpoint_every, the run checkpoints atomically every that many steps (out/
+    checkpoint.pt, or one file per rank on live streams); with resume, the run continues from
+    it and ends with the files an uninterrupted run writes. With tensorboard, the step and eval
+    records also go to out/tensorboard as scalars.
     """
     host0 = time.perf_counter()
+    if out is None and (checkpoint_every or resume or tensorboard):
+        raise UserError("checkpoints, --resume and --tensorboard need an output folder (--out)")
     lead = coll is None or coll.rank == 0
     data = data if data is not None else build.dataset(cfg)
     resolved = config_to_dict(cfg)
-    live = cfg.live.source != "sim"
-    saved = _load_saved(out, resolved, coll, live) if resume else None
-    if lead and saved is None:
+    per_rank = source is not None or cfg.live.source != "sim"
+    saved = _load_saved(out, resolved, coll, per_rank) if resume and out is not None else None
+    if lead and saved is None and out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", resolved)
         counts = label_counts(data.y_train, build.partitions(cfg, data), data.num_classes)
         _write_label_view(counts, out)  # (K, C) label skew
-    eng: Engine | LiveEngine
-    if live:
-        pos = saved["engine"]["positions"] if saved is not None else None
-        start = float(saved["engine"]["elapsed"]) if saved is not None else 0.0
-        eng = build.live_engine(
-            cfg, data, coll, positions=pos, defer_acks=bool(checkpoint_every), start_s=start
-        )
-    else:
-        eng = build.engine(cfg, data, coll)
+    state = saved["engine"] if saved is not None else None
+    eng = build.engine(
+        cfg,
+        data,
+        coll,
+        model=model,
+        source=source,
+        positions=state["feed"]["positions"] if state is not None and per_rank else None,
+        defer_acks=bool(checkpoint_every),
+        start_s=float(state["clock"]["elapsed"]) if state is not None and per_rank else 0.0,
+    )
     t = cfg.train
     total, unit = _budget(cfg)
     acc = SummaryAccumulator(target_accuracy=cfg.eval.target_accuracy, metric=cfg.eval.metric)
     every = cfg.eval.every
     last_eval = n_evals = 0
-    if saved is not None:
-        if isinstance(eng, LiveEngine):
-            eng.load_state_dict(saved["engine"])
-        else:
-            checkpoint.restore_engine(eng, saved["engine"])
+    kept = RunResult()
+    kept.steps, kept.evals = [], []
+    if saved is not None and out is not None:
+        eng.load_state_dict(saved["engine"])
         acc.__dict__.update(copy.deepcopy(saved["summary"]))
         last_eval, n_evals = int(saved["last_eval"]), int(saved["evals_lines"])
         if lead:
             _truncate(out / "steps.jsonl", eng.counters.step)
             _truncate(out / "evals.jsonl", n_evals)
     with contextlib.ExitStack() as stack:
-        steps: Writer = _writer(out / "steps.jsonl", lead, saved is not None)
-        evals: Writer = _writer(out / "evals.jsonl", lead, saved is not None)
+        steps, evals = _writers(out, lead, saved is not None, kept)
         stack.callback(steps.close)
         stack.callback(evals.close)
-        if tensorboard and lead:
+        if tensorboard and lead and out is not None:
             from scadles.report.tensorboard import TensorBoardWriter
 
             board = stack.enter_context(TensorBoardWriter(out / "tensorboard"))
@@ -206,43 +253,50 @@ def run(
             if rep.step % every == 0 and lead:
                 evaluate()
                 last_eval = rep.step
-            if checkpoint_every and rep.step % checkpoint_every == 0 and (lead or live):
-                state: dict[str, Any] = {"summary": vars(acc), "last_eval": last_eval}
-                state |= {"evals_lines": n_evals, "config": resolved}
-                if isinstance(eng, LiveEngine):
-                    rank = coll.rank if coll is not None else 0
-                    checkpoint.save_ranked(out, rank, state | {"engine": eng.state_dict()})
-                    eng.flush_acks()  # what the checkpoint holds as trained is acknowledged now
-                else:
-                    state["engine"] = checkpoint.engine_state(eng)
-                    checkpoint.save(out / checkpoint.FILE, state)
+            if checkpoint_every and rep.step % checkpoint_every == 0 and out is not None:
+                meta = {"summary": vars(acc), "last_eval": last_eval, "evals_lines": n_evals}
+                _save(eng, out, coll, lead, meta | {"config": resolved})
             if progress is not None:
                 done = rep.step if unit == "steps" else rep.sim_time_s
                 progress(min(done, total), total, f"{cfg.policy.name} step {rep.step}")
         if eng.counters.step != last_eval and lead:
             evaluate()
-    extra = {}
-    if isinstance(eng, LiveEngine):
-        extra = eng.summary_extra()
-        eng.close()
-    buf = eng.buffer
-    exposed = exposure(eng.shared, eng.own_trained)  # (K,) fraction of own samples that left
+    extra = eng.feed.close()
+    books = eng.feed.accounting()
+    exposed = exposure(books.shared, books.own_trained)  # (K,) fraction of own samples that left
+    elapsed = max(eng.counters.t, 1e-12)
     summary = acc.finish(
         policy=cfg.policy.name,
         mode=cfg.run.mode,
         host_seconds=time.perf_counter() - host0,
         buffer_policy=build.buffer_policy(cfg),
         devices=cfg.devices.count,
-        samples_arrived=int(buf.hi.sum()),
-        samples_dropped=int(buf.dropped.sum()),
-        samples_held=int(buf.held.sum()),
-        samples_trained=int(buf.trained.sum()),
+        samples_arrived=int(books.arrived.sum()),
+        samples_dropped=int(books.dropped.sum()),
+        samples_held=int(books.held.sum()),
+        samples_trained=int(books.trained.sum()),
         steps_skipped_nonfinite=eng.skipped_nonfinite,
         exposure=float(exposed.mean()),
         exposure_per_device=exposed.tolist(),
+        stream_rates_measured=(books.arrived.double() / elapsed).tolist(),
         **extra,
     )
-    if lead:
+    if lead and out is not None:
         write_json(out / "summary.json", summary)
         torch.save(eng.model.state_dict(), out / "model.pt")
-    return summary
+    kept.update(summary)
+    return kept
+
+
+def _save(
+    eng: Engine, out: Path, coll: Collective | None, lead: bool, state: dict[str, Any]
+) -> None:
+    """Checkpoint: one file written by rank 0 when every rank's feed state is the same, else one
+    per rank; then acknowledge to the brokers what the checkpoint holds as done."""
+    if eng.feed.shared_state:
+        if lead:
+            checkpoint.save(out / checkpoint.FILE, state | {"engine": eng.state_dict()})
+        return
+    rank = coll.rank if coll is not None else 0
+    checkpoint.save_ranked(out, rank, state | {"engine": eng.state_dict()})
+    eng.feed.committed()

@@ -1,0 +1,42 @@
+"""``scadles reproduce``: run the paper's experiments (configs/paper); tabulate paper vs ours."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from scadles.cli.args import add_set_arg
+from scadles.reproduce.driver import reproduce
+from scadles.reproduce.experiments import EXPERIMENTS
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``reproduce`` sub-command."""
+    p = sub.add_parser(
+        "reproduce", help="run the paper's experiments (configs/paper); tabulate paper vs ours"
+    )
+    p.add_argument("--out", required=True, type=Path, help="output directory (resumable)")
+    p.add_argument("--quick", action="store_true", help="smaller budgets and grids (~20 min)")
+    p.add_argument("--only", default=None, metavar="NAME", help=f"one of: {', '.join(EXPERIMENTS)}")
+    add_set_arg(p, "override a config key in every run (changes the runs: use another --out)")
+    p.add_argument("--configs", type=Path, default=None, help="folder of the experiment TOMLs")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the runs (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `scadles reproduce` from parsed arguments; return the exit status."""
+    quiet = bool(getattr(args, "quiet", False))
+    rows = reproduce(
+        args.out,
+        quick=bool(getattr(args, "quick", False)),
+        only=getattr(args, "only", None),
+        progress=not quiet,
+        overrides=getattr(args, "overrides", None) or (),
+        config_dir=getattr(args, "configs", None),
+        threads=int(getattr(args, "threads", 1)),
+    )
+    if not quiet:
+        print((args.out / "reproduction.md").read_text())
+    return 0 if rows else 1
