@@ -15,6 +15,7 @@ from scadles.compress import (
     Compressor,
     ErrorFeedback,
     Identity,
+    Payload,
     PowerSGD,
     RandK,
     TopK,
@@ -33,6 +34,16 @@ SHARED_BASIS = {"powersgd"}  # aggregate uses the shared P^, not each device's o
 def build(name: str, **kw: object) -> Compressor:
     args: dict[str, object] = {"ratio": 0.25, "shapes": SHAPES, "rank": 1, "levels": 16}
     return make_compressor(name, **(args | kw))  # type: ignore[arg-type]
+
+
+def feedback_round(
+    memory: ErrorFeedback, comp: Compressor, x: torch.Tensor, g: torch.Generator
+) -> Payload:
+    """One round in the order the production exchange runs it: compensate, compress, update."""
+    acc = memory.compensate(x)
+    payload = comp.compress(acc, g)
+    memory.update(acc, comp.decompress(payload))
+    return payload
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -116,7 +127,7 @@ def test_error_feedback_conserves_mass(name: str) -> None:
     )
     for step in range(20):
         x = updates(seed=100 + step, dtype=torch.float64)
-        payload = memory.step(comp, x, g)
+        payload = feedback_round(memory, comp, x, g)
         comp.aggregate(payload, weights())  # advances PowerSGD's warm start like a real step
         sent += comp.decompress(payload).double()
         seen += x
@@ -305,18 +316,18 @@ def test_powersgd_rank_one_sends_fewer_bytes_than_dense() -> None:
 
 def test_error_feedback_switch_to_dense_clears_the_residual() -> None:
     memory, x = ErrorFeedback.zeros(K, P), updates()
-    memory.step(TopK(0.1), x, gen())
+    feedback_round(memory, TopK(0.1), x, gen())
     assert bool((memory.residual != 0).any())
     torch.testing.assert_close(memory.residual, x - topk_oracle(x, 3), atol=0, rtol=0)
     acc = memory.compensate(x)
-    payload = memory.step(Identity(), x, gen())
+    payload = feedback_round(memory, Identity(), x, gen())
     assert torch.equal(payload.data["values"], acc) and bool((memory.residual == 0).all())
 
 
 def test_error_feedback_disabled_is_a_no_op() -> None:
     memory, x = ErrorFeedback.zeros(K, P, enabled=False), updates()
     for _ in range(3):
-        payload = memory.step(TopK(0.1), x, gen())
+        payload = feedback_round(memory, TopK(0.1), x, gen())
     assert bool((memory.residual == 0).all())
     assert torch.equal(TopK(0.1).decompress(payload), topk_oracle(x, 3))
 

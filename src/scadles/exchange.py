@@ -31,6 +31,7 @@ from scadles.comm import Collective, LocalCollective
 from scadles.compress.base import Compressor, Payload
 from scadles.compress.feedback import ErrorFeedback
 from scadles.compress.momentum import LocalMomentum
+from scadles.compress.registry import DENSE
 from scadles.compress.switch import Switch
 from scadles.grads import PerDeviceGrads
 from scadles.nn import Segments, device_segments
@@ -105,33 +106,38 @@ class DenseExchange:
         self.comm_params = comm_params
         self.coll = coll or LocalCollective()
         self.devices = devices
+        self.params = [p for p in model.parameters() if p.requires_grad]  # fixed set
+        self.stats = [t for t in model.buffers() if t.is_floating_point()]  # BN statistics
+        dtype = self.params[0].dtype if self.params else torch.float32
+        self.flat = torch.zeros(sum(p.numel() for p in self.params), dtype=dtype)  # (P,)
+        sizes = [p.numel() for p in self.params]
+        self.views = [
+            v.view_as(p) for v, p in zip(torch.split(self.flat, sizes), self.params, strict=True)
+        ]
 
     def __call__(self, batch: Batch, epoch: int, gen: torch.Generator) -> Exchanged:
         """Return the weighted mean gradient of all devices and its accounting."""
         k = len(batch.b)
         mine = batch.local(*self.devices)
+        self.flat.zero_()
+        for p, v in zip(self.params, self.views, strict=True):  # backward accumulates into flat
+            p.grad = v
         with device_segments(Segments(mine.seg, len(mine.b), None)):
             logits = self.model(mine.x)  # (N_local, C)
         loss = _weighted_loss(logits, mine)
         loss.backward()  # type: ignore[no-untyped-call]
         correct = int((logits.detach().argmax(dim=1) == mine.y).sum())
         total_loss, total_correct = float(loss.detach()), correct
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        parts = [
-            p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params
-        ]
-        n_grad = sum(p.numel() for p in params)
+        update = self.flat  # (P,) the gradients, in place (valid until the next call)
         if self.coll.world > 1:  # one all-reduce: gradients, BN statistics, loss and hits
-            stats = [t for t in self.model.buffers() if t.is_floating_point()]
+            n_grad, stats = len(update), self.stats
             share = float(mine.b.sum()) / max(float(batch.b.sum()), 1)
-            parts += [t.reshape(-1).float() * share for t in stats]
-            parts.append(torch.tensor([total_loss, float(correct)], dtype=parts[0].dtype))
+            parts = [update, *(t.reshape(-1).float() * share for t in stats)]
+            parts.append(torch.tensor([total_loss, float(correct)], dtype=update.dtype))
             flat = self.coll.all_reduce(torch.cat(parts))  # (P + S + 2,)
             _write_stats(stats, flat[n_grad:-2])
             total_loss, total_correct = float(flat[-2]), round(float(flat[-1]))
             update = flat[:n_grad]  # (P,)
-        else:
-            update = torch.cat(parts) if parts else torch.zeros(0)  # (P,)
         nbytes = torch.full((k,), 4.0 * self.comm_params, dtype=torch.float64)
         return Exchanged(
             update, nbytes, self.comm_params, "allreduce", False, total_loss, total_correct
@@ -195,7 +201,7 @@ class Exchange:
             kept = self.levels[level].decompress(sent)
         self.feedback.update(acc, kept)
         comp = self.levels[level]
-        compressed = getattr(comp, "name", "") not in ("identity", "none")
+        compressed = getattr(comp, "name", "") not in DENSE
         if self.momentum is not None and compressed:
             self.momentum.mask(kept)
         sent = self._gather(sent)

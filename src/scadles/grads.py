@@ -303,6 +303,8 @@ class PerDeviceGrads:
 def write_flat_grad(params: list[nn.Parameter], flat: Tensor) -> None:
     """Set p.grad of each parameter from consecutive chunks of a flat vector (P,)."""
     for p, chunk in zip(params, torch.split(flat, [p.numel() for p in params]), strict=True):
+        if p.grad is not None and p.grad.data_ptr() == chunk.data_ptr():
+            continue  # the gradient already is this chunk (a view of flat)
         value = chunk.reshape(p.shape).to(p.dtype)
         if p.grad is None:
             p.grad = value.clone()

@@ -16,28 +16,30 @@ from scadles.registry import Registry
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """A POLICIES entry: the defaults a policy gives the keys left unset (paper 2.2, 5.7)."""
+    """A POLICIES entry: its batch and weighting rule, and the defaults it gives the keys left
+    unset (paper 2.1-2.2, 5.7)."""
 
     buffer: str  # buffer.policy
     compressor: str  # compress.name
     switch: str  # compress.policy
     lr_scaling: bool  # policy.lr_scaling
+    fixed_batch: bool  # every device waits for policy.batch (else rate x window, [b_min, b_max])
+    rate_weighted: bool  # aggregate with b_i / sum b (else equally over non-empty devices)
 
 
 POLICIES: Registry[Policy] = Registry(
     "policy",
     {
-        "scadles": Policy("truncation", compressor="topk", switch="scadles", lr_scaling=True),
-        "ddl": Policy("persistence", compressor="none", switch="fixed", lr_scaling=False),
+        "scadles": Policy("truncation", "topk", "scadles", True, False, True),
+        "ddl": Policy("persistence", "none", "fixed", False, True, False),
     },
     key="policy.name",
 )
-DEFAULT_BUFFER = {name: p.buffer for name, p in POLICIES.items()}  # use POLICIES.get(name).buffer
 
 
 @dataclass(frozen=True, slots=True)
 class BatchRule:
-    """One policy's batch, weighting and learning-rate rules."""
+    """One policy's batch, weighting and learning-rate rules (its flags come from POLICIES)."""
 
     name: str
     batch: int
@@ -49,7 +51,7 @@ class BatchRule:
     @property
     def fixed(self) -> bool:
         """Return whether every device waits for the same fixed batch (conventional DDL)."""
-        return self.name == "ddl"
+        return POLICIES.get(self.name).fixed_batch
 
     def demand(self, rates: torch.Tensor) -> torch.Tensor:
         """Return each device's batch: the fixed batch (DDL) or rate x window in [b_min, b_max].
@@ -57,14 +59,14 @@ class BatchRule:
         A device whose buffer holds fewer samples waits for its stream to deliver them; under
         ScaDLES that only happens when an iteration is shorter than the window (or at b_min).
         """
-        if self.name == "ddl":
+        if self.fixed:
             return torch.full(rates.shape, self.batch, dtype=torch.int64)  # (K,)
         return (rates * self.window_s).round().clamp(self.b_min, self.b_max).to(torch.int64)
 
     def device_weights(self, b: torch.Tensor) -> torch.Tensor:
         """Return weights summing to 1: b_i / sum b (paper Eq. 4a), or equal over active devices."""
         active = (b > 0).double()  # (K,)
-        w = b.double() if self.name == "scadles" else active
+        w = b.double() if POLICIES.get(self.name).rate_weighted else active
         total = w.sum()
         return w / total if float(total) > 0 else w
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from scadles.compress.base import Compressor, Payload
-
 
 class ErrorFeedback:
     """Per-device residual memory (K, P); a no-op that keeps the residual zero when disabled."""
@@ -37,14 +35,6 @@ class ErrorFeedback:
         """Keep what the compressor dropped: residual = acc - decompressed."""
         if self.enabled:
             self.residual = (acc - decompressed).to(self.residual.dtype)
-
-    def step(self, compressor: Compressor, updates: torch.Tensor, gen: torch.Generator) -> Payload:
-        """Compensate, compress and update the memory (GRACE order); return the payload to send."""
-        acc = self.compensate(updates)  # (K, P)
-        payload = compressor.compress(acc, gen)
-        if self.enabled:
-            self.update(acc, compressor.decompress(payload))
-        return payload
 
     def reset(self) -> None:
         """Forget every residual."""

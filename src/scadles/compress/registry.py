@@ -39,6 +39,8 @@ def _powersgd(**kw: Any) -> Compressor:
 
 # name -> factory(ratio=, layers=, shapes=, rank=, levels=, unbiased=); alphabetical, the order
 # an unknown name lists them in
+DENSE = frozenset({"none", "identity"})  # the names that send the gradient uncompressed
+
 COMPRESSORS: Registry[Callable[..., Compressor]] = Registry(
     "compressor",
     {

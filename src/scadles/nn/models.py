@@ -190,8 +190,7 @@ def _check(name: str, input_shape: tuple[int, ...], num_classes: int, norm: str)
     """Reject unknown names and shapes a model cannot take, naming what is allowed."""
     if name not in MODELS:
         raise UserError(f"model.name: unknown model {name!r}; known: {', '.join(MODELS)}")
-    if norm not in NORMS:
-        raise UserError(f"model.norm: unknown norm {norm!r}; known: {', '.join(NORMS)}")
+    NORMS.get(norm)  # an unknown name lists the known ones
     if num_classes < 1 or not input_shape or min(input_shape) < 1:
         raise UserError(f"model: bad input shape {input_shape} or class count {num_classes}")
     ranks = {"cnn1d": (1, 2), "cnn2d": (2, 3), "resnet8": (2, 3), "resnet20": (2, 3)}

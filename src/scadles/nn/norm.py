@@ -11,7 +11,7 @@ exchange, each device's rows when per-device gradients are computed by the loop 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-NORMS = ("none", "group", "batch")
+from scadles.registry import Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,13 +181,20 @@ class Identity(nn.Module):
         return x
 
 
+NORMS: Registry[Callable[[int, int], nn.Module]] = Registry(
+    "norm",
+    {
+        "none": lambda channels, groups: Identity(),
+        "group": lambda channels, groups: GroupNormSeg(groups, channels),
+        "batch": lambda channels, groups: SegmentBatchNorm(channels),
+    },
+    key="model.norm",
+)
+
+
 def make_norm(kind: str, channels: int, groups: int) -> nn.Module:
-    """Build the normalisation layer named kind for a tensor with the given channel count."""
-    if kind == "batch":
-        return SegmentBatchNorm(channels)
-    if kind == "group":
-        return GroupNormSeg(groups, channels)
-    return Identity()
+    """Build the normalisation layer named kind (NORMS) for a tensor of `channels` channels."""
+    return NORMS.get(kind)(channels, groups)
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Config -> objects. The only place that reads the config tree and the only name registries."""
+"""Config -> objects: the only place that reads the config tree and looks names up in the
+registries (each registry lives beside what it names; see scadles.registry)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from scadles.comm import Collective, LocalCollective, device_slice
 from scadles.compress import ErrorFeedback, PowerSGD, make_compressor
 from scadles.compress.base import Compressor
 from scadles.compress.momentum import LocalMomentum
+from scadles.compress.registry import DENSE
 from scadles.compress.switch import SWITCHES, SwitchArgs
 from scadles.config.load import Config
+from scadles.config.schema import resolved_buffer_policy, resolved_lr_scaling
 from scadles.data.buffer import StreamBuffer
 from scadles.data.datasets import Dataset, load_dataset
 from scadles.data.injection import Injection
@@ -33,7 +36,7 @@ from scadles.grads import PerDeviceGrads, layer_shapes, layer_sizes
 from scadles.live.bucket import ThrottledCollective, TokenBucket
 from scadles.live.source import LiveSource, open_source, stream_names
 from scadles.nn import build_model, param_count
-from scadles.policies import DEFAULT_BUFFER, POLICIES, BatchRule
+from scadles.policies import POLICIES, BatchRule
 from scadles.timing import StepClock, VirtualClock, WallClock
 
 log = logging.getLogger(__name__)
@@ -69,13 +72,13 @@ def rate_schedule(cfg: Config) -> RateSchedule:
 def batch_rule(cfg: Config) -> BatchRule:
     """Return the policy's batch/weighting/LR rule."""
     p = cfg.policy
-    scaling = p.lr_scaling if p.lr_scaling is not None else p.name == "scadles"
+    scaling = resolved_lr_scaling(cfg)
     return BatchRule(p.name, p.batch, p.b_min, p.b_max, cfg.streams.window_s, scaling)
 
 
 def buffer_policy(cfg: Config) -> str:
     """Return the buffer policy: configured, or the policy's default."""
-    return cfg.buffer.policy or DEFAULT_BUFFER[cfg.policy.name]
+    return resolved_buffer_policy(cfg)
 
 
 def compressor_name(cfg: Config) -> str:
@@ -86,7 +89,7 @@ def compressor_name(cfg: Config) -> str:
 
 def compresses(cfg: Config) -> bool:
     """Return whether the run compresses at all (else the dense union-batch exchange)."""
-    return compressor_name(cfg) not in ("none", "identity")
+    return compressor_name(cfg) not in DENSE
 
 
 def switch_name(cfg: Config) -> str:
