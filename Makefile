@@ -20,8 +20,9 @@ $(DEV): $(STAMP)
 
 setup: $(STAMP)
 
+# --force: a second `make demo` replaces the first one's runs in runs/demo.
 demo: $(STAMP)
-	$(BIN)/scadles compare configs/demo.toml --out runs/demo
+	$(BIN)/scadles compare configs/demo.toml --out runs/demo --force
 
 test: $(DEV)
 	$(BIN)/python -m pytest tests

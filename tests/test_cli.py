@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,101 @@ def test_injection_counts_exposure_and_label_view(tmp_path: Path) -> None:
     counts = (tmp_path / "inj" / "label_counts.csv").read_text().splitlines()
     assert len(counts) == 11 and counts[1].split(",")[2] == "0"
     assert (tmp_path / "inj" / "label_distribution.png").stat().st_size > 1000
+
+
+# --- one-line errors about pipes and files; output files and streams ---------------------------
+
+EXE = [sys.executable, "-m", "scadles.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=600)
+
+
+def one_line_error(p: subprocess.CompletedProcess[str], needle: str) -> None:
+    err = p.stderr.strip()
+    assert p.returncode == 2, p.stderr
+    assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_config_into_a_closed_pipe_exits_quietly() -> None:
+    proc = subprocess.Popen([*EXE, "config"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line, as `| head -0`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == ""
+
+
+def test_config_piped_to_head() -> None:
+    script = f"{sys.executable} -m scadles.cli config | head -1; exit ${{PIPESTATUS[0]}}"
+    p = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout == "[data]\n" and p.stderr == ""
+
+
+def test_out_naming_a_file_exits_2(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("keep")
+    one_line_error(run_cli("run", *FAST, "--out", str(f)), f"--out {f}: is a file")
+    one_line_error(run_cli("run", *FAST, "--out", str(f / "sub")), "is a file")
+    assert f.read_text() == "keep"
+
+
+def test_out_nobody_can_write_exits_2() -> None:
+    one_line_error(run_cli("run", *FAST, "--out", "/proc/self/run"), "cannot write in /proc")
+
+
+def test_rerun_into_a_used_folder_needs_force(tmp_path: Path) -> None:
+    assert main(["run", *FAST, "--out", str(tmp_path), "--quiet"]) == 0
+    one_line_error(run_cli("run", *FAST, "--out", str(tmp_path), "--quiet"), "--force")
+    assert main(["run", *FAST, "--out", str(tmp_path), "--quiet", "--force"]) == 0
+    assert len(read_jsonl(tmp_path / "steps.jsonl")) == 12
+
+
+def test_tensorboard_missing_is_refused_before_any_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
+    out = tmp_path / "run"
+    assert main(["run", *FAST, "--out", str(out), "--quiet", "--tensorboard"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'scadles[tensorboard]'" in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_output_files_are_0644(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        assert main(["compare", *FAST, "--out", str(tmp_path), "--quiet"]) == 0
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"comparison.json", "summary.json", "config.json"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {
+        p.name: "0o644" for p in files
+    }
+
+
+def test_results_on_stdout_progress_on_stderr(tmp_path: Path) -> None:
+    p = run_cli("run", *FAST, "--out", str(tmp_path / "run"))
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["steps"] == 12  # stdout is the summary and nothing else
+    assert "100.0%" in p.stderr
+
+
+def test_launch_prints_the_summary_as_run_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scadles.cli import launch as cli_launch
+
+    assert main(["run", *FAST, "--out", str(tmp_path / "run")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    job = tmp_path / "job"
+
+    def fake_launch(nproc: int, rest: list[str], **flags: object) -> int:
+        job.mkdir()
+        (job / "summary.json").write_text((tmp_path / "run" / "summary.json").read_text())
+        return 0
+
+    monkeypatch.setattr(cli_launch, "launch", fake_launch)
+    assert main(["launch", "--nproc", "2", *FAST, "--out", str(job)]) == 0
+    assert json.loads(capsys.readouterr().out) == printed

@@ -18,6 +18,8 @@ from scadles.config.load import (
     ScheduleStep,
     config_from_dict,
     config_to_dict,
+    defaults_line,
+    defaults_record,
     dump_toml,
     load_config,
     parse_override,
@@ -347,3 +349,35 @@ def test_random_value_for_any_key_gives_a_config_or_a_user_error(dotted: str, va
         assert "\n" not in str(err)
     else:
         assert config_from_dict(tomllib.loads(dump_toml(cfg))) == cfg
+
+
+def test_load_config_records_the_sections_taken_from_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "part.toml"
+    path.write_text("[train]\nsteps = 5\n[clock]\n")  # an empty table counts as given
+    cfg = load_config(path, ["compress.ratio=0.2"])
+    others = ("data", "model", "devices", "streams", "buffer", "policy", "eval", "inject")
+    assert cfg.defaults == (*others, "live", "run")
+    assert cfg.compress.ratio == 0.2 and cfg.clock == Config().clock  # defaults, not the demo's
+    assert defaults_line(cfg, path) == (
+        f"config: sections not in {path}, using the built-in defaults: "
+        "data, model, devices, streams, buffer, policy, eval, inject, live, run"
+    )
+    assert load_config(None).defaults == ("inject", "live")  # the demo sets every other section
+    assert defaults_line(load_config(None), None) is None  # the demo is not the user's file
+    full = tmp_path / "full.toml"
+    full.write_text(dump_toml(cfg))
+    assert load_config(full).defaults == () and defaults_line(load_config(full), full) is None
+
+
+def test_the_defaults_record_is_not_part_of_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "part.toml"
+    path.write_text("[train]\nsteps = 5\n")
+    cfg = load_config(path)
+    resolved = config_to_dict(cfg)
+    assert set(resolved) == set(SCHEMA)  # config.json holds sections only
+    plain = config_from_dict(resolved)
+    assert plain.defaults == () and plain == cfg and hash(plain) == hash(cfg)
+    assert replace_key(cfg, "clock.profile", "uniform").defaults == tuple(
+        s for s in cfg.defaults if s != "clock"
+    )  # a section a sweep point sets is no longer the defaults'
+    assert defaults_record(cfg) == {"sections_from_defaults": list(cfg.defaults)}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import logging
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -166,3 +168,39 @@ def test_non_finite_gradient_step_is_skipped_and_counted() -> None:
     eng.step()
     assert eng.skipped_nonfinite == 1
     assert all(torch.isfinite(p).all() for p in eng.model.parameters())
+
+
+def test_chunked_steps_equal_unchunked_steps() -> None:
+    # Arrange: one device per chunk (6 input values per row, 6 per chunk) vs one chunk
+    whole = make_engine([5.0, 9.0, 3.0, 12.0], "scadles")
+    chunked = make_engine([5.0, 9.0, 3.0, 12.0], "scadles")
+    assert isinstance(chunked.exchange, DenseExchange)
+    chunked.exchange.chunk_elements = 6
+    # Act / Assert
+    for _ in range(5):
+        a, c = whole.step(), chunked.step()
+        assert a.batch_sizes == c.batch_sizes and a.batch_total > 4
+        assert c.loss == pytest.approx(a.loss, abs=1e-6)
+        assert c.prequential_acc == a.prequential_acc
+    for p, q in zip(whole.model.parameters(), chunked.model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, atol=1e-6, rtol=0)
+
+
+def test_devices_with_less_than_one_batch_are_warned_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from scadles.config.load import load_config
+    from scadles.training import build
+
+    over = ["data.name=synthetic", "data.n_train=100", "data.n_test=20", "model.name=mlp"]
+    with caplog.at_level(logging.WARNING, logger="scadles.training.build"):
+        build.engine(load_config(None, [*over, "devices.count=50", "policy.b_min=4"]))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1
+    assert "devices.count=50" in warned[0] and "policy.b_min=4" in warned[0], warned
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scadles.training.build"):
+        build.engine(load_config(None, [*over, "devices.count=10", "policy.b_min=4"]))
+        build.engine(load_config(None, [*over, "devices.count=10", "policy.name=ddl"]))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "policy.batch=64" in warned[0], warned

@@ -242,3 +242,25 @@ def test_loop_fallback_is_chosen_once_and_logged_once(caplog: pytest.LogCaptureF
     assert grads.mode == "loop"
     assert len([r for r in caplog.records if r.name == "scadles.grads"]) == 1
     torch.testing.assert_close(g, want_g, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+@pytest.mark.parametrize("elements", [1, 12 * 4, 12 * 9])
+def test_chunked_vmap_calls_equal_the_loop_and_one_union_forward(norm: str, elements: int) -> None:
+    # Arrange: a chunk of `elements` input values bounds each vmapped call (1: one device each)
+    model = _model("cnn1d", norm)
+    twin = copy.deepcopy(model)
+    lengths = [3, 0, 7, 3, 1, 6, 0, 2, 5, 5]
+    x, y, seg, b = _batch("cnn1d", lengths)
+    want_g, want_loss = _loop_oracle(model, x, y, b)
+    # Act
+    g, loss, logits = PerDeviceGrads(model, chunk_elements=elements)(x, y, seg, b)
+    with torch.no_grad(), device_segments(Segments(seg, len(lengths), None)):
+        twin(x)
+    # Assert
+    torch.testing.assert_close(g, want_g, atol=1e-6, rtol=0)
+    torch.testing.assert_close(loss, want_loss, atol=1e-9, rtol=0)
+    for (name, got), (_, want) in zip(model.named_buffers(), twin.named_buffers(), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0, msg=name)  # one update
+    want_logits = torch.cat([model(xi) for xi in torch.split(x, lengths) if len(xi)])
+    torch.testing.assert_close(logits, want_logits.detach(), atol=1e-9, rtol=0)

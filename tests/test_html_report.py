@@ -92,10 +92,12 @@ def comp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = {
         name: json.loads((out / name / "summary.json").read_text()) for name in ("scadles", "ddl")
     }
+    bounds = runs["ddl"]["time_to_target_bounds_s"] or [1.0, 1.0]
     runs["ddl"] = {
         **runs["ddl"],
         "policy": "ddl",
         "time_to_target_s": 1.5 * (runs["ddl"]["time_to_target_s"] or 1.0),
+        "time_to_target_bounds_s": [1.5 * t for t in bounds],
     }
     write_json(out / "ddl" / "summary.json", runs["ddl"])
     write_json(out / "comparison.json", comparison(runs))
@@ -116,7 +118,12 @@ def test_run_report_draws_missing_plots_and_tabulates_the_summary(
     table = page.tables[0]
     assert table[0] == ["key", "value"]
     assert [r[0] for r in table[1:]] == list(summary)
-    assert dict(r for r in table[1:] if len(r) == 2)["steps"] == "6"
+    cells = dict(r for r in table[1:] if len(r) == 2)
+    assert cells["steps"] == "6"
+    assert cells["final_accuracy"] == f"{100 * summary['final_accuracy']:.2f} %"  # fractions as %
+    assert cells["bytes_sent"].endswith("B") and cells["sim_time_s"].endswith("s (simulated)")
+    lo, hi = summary["time_to_target_bounds_s"]
+    assert cells["time_to_target_bounds_s"] == f"[{lo:,.1f} s, {hi:,.1f} s] (simulated)"
     srcs = {img["src"] for img in page.imgs}
     assert srcs == {p.name for p in run.glob("*.png")} >= {"accuracy_vs_time.png", "buffer.png"}
     assert '"n_train": 600' in index.read_text()  # the resolved config, pretty printed
@@ -129,14 +136,31 @@ def test_comparison_report_lists_policies_and_links_sub_reports(comp_dir: Path) 
     page = parse(index.read_text())
     comp = json.loads((comp_dir / "comparison.json").read_text())
     policies = page.tables[1]
-    assert policies[0][:3] == ["policy", "time to target (s)", "speedup"]
+    head = dict(r for r in page.tables[0][1:] if len(r) == 2)
+    assert head["target_accuracy"] == "20.00 %"
+    lo, hi = comp["speedup_bounds"]
+    hi_text = "∞" if hi is None else f"{hi:.2f}"  # ∞: ScaDLES may have crossed right at 0 s
+    assert head["speedup [bracket]"] == f"{comp['speedup']:.2f}x [{lo:.2f}, {hi_text}]"
+    assert policies[0][:3] == [
+        "policy",
+        "time to target (simulated s) [bracket]",
+        "speedup [bracket]",
+    ]
+    assert policies[0][-2:] == ["clock profile", "parameters charged"]
     rows = {r[0]: r for r in policies[1:]}
     assert set(rows) == set(comp["runs"]) == {"scadles", "ddl"}
     base = comp["runs"]["ddl"]["time_to_target_s"]
     for name, s in comp["runs"].items():
         ttt = s["time_to_target_s"]
-        assert rows[name][2] == f"{base / ttt:.2f}x"
-        assert rows[name][3] == f"{100 * s['final_accuracy']:.2f} %"
+        t_lo, t_hi = s["time_to_target_bounds_s"]
+        assert rows[name][1] == f"{ttt:,.1f} [{t_lo:,.1f}, {t_hi:,.1f}]"
+        assert rows[name][2].startswith(f"{base / ttt:.2f}x [")
+        assert rows[name][4] == f"{100 * s['final_accuracy']:.2f} %"
+        assert rows[name][-2] == str(s.get("clock_profile", "—"))  # a dash in older summaries
+    text = index.read_text()
+    assert '<div class="figures">' in text and "interpolated linearly" in text
+    for img in page.imgs:  # every figure says what it shows
+        assert f"<figcaption><code>{img['src']}</code>: " in text
     assert sorted(page.hrefs) == ["ddl/index.html", "scadles/index.html"]
     assert "../index.html" in (comp_dir / "ddl" / "index.html").read_text()
     check_local_refs(index, page)

@@ -183,7 +183,8 @@ def test_from_torch_equals_from_tensors(kind: str) -> None:
 
 def test_cli_compare_equals_library_compare(tmp_path: Path) -> None:
     args = [a for s in SETS for a in ("--set", s)]
-    assert cli_main(["compare", *args, "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    threads = ["--threads", str(torch.get_num_threads())]  # the library keeps torch's count
+    assert cli_main(["compare", *args, *threads, "--out", str(tmp_path / "cli"), "--quiet"]) == 0
     from_cli = json.loads((tmp_path / "cli" / "comparison.json").read_text())
     comp = scadles.compare(scadles.load_config(None, SETS), out=tmp_path / "api")
     assert without_host_times(json.loads(json.dumps(comp))) == without_host_times(from_cli)

@@ -23,7 +23,13 @@ from scadles.report.records import (
     read_jsonl,
     write_json,
 )
-from scadles.report.tables import comparison_markdown, comparison_table_rich
+from scadles.report.tables import (
+    HEADERS,
+    byte_unit,
+    comparison_markdown,
+    comparison_table_rich,
+    nbytes,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -78,10 +84,35 @@ def _records(seed: int, n: int = 40) -> tuple[list[StepReport], list[EvalReport]
     return steps, evals, injected
 
 
+def _crossing_by_hand(
+    steps: list[StepReport], evals: list[EvalReport], target: float, key: str
+) -> tuple[float, list[float], int, float] | tuple[None, None, None, None]:
+    """Return time, bracket, step and bytes to target from whole histories (a loop oracle)."""
+    i = next((i for i, e in enumerate(evals) if getattr(e, key) >= target), None)
+    if i is None:
+        return None, None, None, None
+    hit = evals[i]
+    if i == 0:
+        t, lo = hit.sim_time_s, (hit.sim_time_s if hit.step == 0 else 0.0)
+    else:
+        prev, a0, a1 = evals[i - 1], getattr(evals[i - 1], key), getattr(hit, key)
+        lo = prev.sim_time_s
+        t = lo + (target - a0) / (a1 - a0) * (hit.sim_time_s - lo)
+    sent, start = 0.0, 0.0
+    for s in steps:  # whole steps that ended by t, the crossing step in proportion
+        if s.sim_time_s <= t:
+            sent += s.bytes_sent
+        else:
+            sent += s.bytes_sent * (t - start) / (s.sim_time_s - start)
+            break
+        start = s.sim_time_s
+    return t, [lo, hit.sim_time_s], hit.step, sent
+
+
 def _brute_force(
     steps: list[StepReport], evals: list[EvalReport], injected: list[int], target: float, key: str
 ) -> dict[str, Any]:
-    hit = [e for e in evals if getattr(e, key) >= target]
+    ttt, bounds, stt, sent = _crossing_by_hand(steps, evals, target, key)
     weighted = [(s.prequential_acc, s.batch_total) for s in steps if s.batch_total > 0]
     return {
         "steps": len(steps),
@@ -91,8 +122,10 @@ def _brute_force(
         "final_accuracy": evals[-1].top1,
         "final_top5": evals[-1].top5,
         "best_accuracy": max(e.top1 for e in evals),
-        "time_to_target_s": hit[0].sim_time_s if hit else None,
-        "steps_to_target": hit[0].step if hit else None,
+        "time_to_target_s": ttt,
+        "time_to_target_bounds_s": bounds,
+        "steps_to_target": stt,
+        "bytes_to_target": sent,
         "bytes_sent": sum(s.bytes_sent for s in steps),
         "floats_sent": sum(s.floats_sent for s in steps),
         "compressed_fraction": sum(s.compressed for s in steps) / len(steps),
@@ -129,7 +162,7 @@ def test_summary_matches_brute_force(seed: int, metric: str, target: float) -> N
     assert got["policy"] == "scadles" and got["mode"] == "sim"
     assert got["target_accuracy"] == target
     for key, value in want.items():
-        if isinstance(value, float):
+        if isinstance(value, float | list):
             assert got[key] == pytest.approx(value, rel=1e-12), key
         else:
             assert got[key] == value, key
@@ -147,14 +180,25 @@ def test_summary_without_records_or_target() -> None:
         SummaryAccumulator(metric="top3")
 
 
-def test_summary_keeps_no_history() -> None:
-    steps, _, _ = _records(3, n=20)
-    acc = SummaryAccumulator(target_accuracy=0.5)
+def test_summary_keeps_no_history_beyond_one_eval_period() -> None:
+    steps, evals, _ = _records(3, n=40)
+    acc = SummaryAccumulator(target_accuracy=2.0)  # never reached: the steps since each eval kept
     before = sorted(vars(acc))
+    ev = iter(evals)
+    acc.update_eval(next(ev))
+    longest = 0
     for s in steps:
         acc.update(s)
+        longest = max(longest, len(acc.trail))
+        if s.step % 5 == 0:
+            acc.update_eval(next(ev))
+            assert acc.trail == []
+    assert longest == 5  # one eval period, never the run
     assert sorted(vars(acc)) == before
-    assert not any(isinstance(v, list) for v in vars(acc).values())
+    lone = SummaryAccumulator(target_accuracy=0.5)  # a rank that never evaluates keeps nothing
+    for s in steps:
+        lone.update(s)
+    assert lone.trail == []
 
 
 def test_step_and_eval_reports_round_trip_through_jsonl(tmp_path: Path) -> None:
@@ -240,18 +284,36 @@ def test_comparison_speedup_is_none_when_a_target_was_missed(runs: dict[str, Any
 
 
 def test_comparison_markdown_and_rich_table() -> None:
-    comp = comparison({"ddl": _summary(70.0, 0.85), "scadles": _summary(20.0, 0.81)})
+    new: dict[str, Any] = {"bytes_to_target": 1.25e12, "samples_dropped": 25753}
+    new |= {"steps_to_target": 40, "clock_profile": "paper", "comm_params": 60_200_000}
+    comp = comparison({"ddl": _summary(70.0, 0.85), "scadles": _summary(20.0, 0.81, **new)})
     md = comparison_markdown(comp)
     rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln]
     assert len(rows) == 3  # header + 2 policies
-    assert "| scadles | 20.0 | 3.50x | 81.00 % | 99.00 % | 81.00 % | 1,234 | 2.50 GB" in md
-    assert "| ddl | 70.0 | 1.00x |" in md
+    assert rows[0].startswith("| policy | time to target (simulated s) [bracket] | speedup")
+    cells = "20.0 | 3.50x | 40 | 81.00 % | 99.00 % | 81.00 % | 1,250.00 GB | 2.50 GB | 25,753"
+    assert f"| scadles | {cells} | 1,234 | 12.0 | 100 | paper | 60,200,000 |" in md
+    # keys an older summary lacks are dashes; bytes share one unit per column
+    assert "| ddl | 70.0 | 1.00x | — | 85.00 % | 99.00 % | 85.00 % | — | 2.50 GB | — |" in md
+    assert md.count("| 1,234 | 12.0 | 100 | — | — |") == 1  # ddl: no clock profile, no size
     assert "speedup 3.50x" in md and "-4.00 points" in md
-    table = comparison_table_rich(comp)
-    assert table.row_count == 2 and len(table.columns) == 10
-    console = Console(width=200, record=True)
+    table = comparison_table_rich(comp)  # transposed: a row per quantity, a column per run
+    assert table.row_count == len(HEADERS) - 1 and len(table.columns) == 3
+    console = Console(width=80, record=True)
     console.print(table)
-    assert "3.50x" in console.export_text()
+    text = console.export_text()
+    assert (
+        "3.50x" in text
+        and "1,250.00 GB" in text
+        and "time to target (simulated s) [bracket]" in text
+    )
+    assert "…" not in text  # nothing cut off in an 80-column terminal
+
+
+def test_bytes_cells_share_the_largest_unit() -> None:
+    assert nbytes(1234.5e9) == "1,234.50 GB" and nbytes(999.0) == "999 B"
+    assert byte_unit([2.5e6, None, 3e9]) == ("GB", 1e9) and byte_unit([None]) == ("B", 1.0)
+    assert nbytes(2.5e6, byte_unit([2.5e6, 3e9])) == "0.00 GB"
 
 
 def _fake_run(root: Path, name: str, n: int, seed: int) -> Path:
@@ -297,5 +359,23 @@ def test_plot_loader_thins_evenly_and_keeps_cumulative_bytes(
     assert stride == s.stride and all(b - a == stride for a, b in itertools.pairwise(s.step))
     cum = [sum(r["bytes_sent"] for r in rows[:i]) for i in s.step]
     assert s.bytes_cum == pytest.approx(cum, rel=1e-12)
-    assert s.batches == [rows[i - 1]["batch_sizes"] for i in s.step]
+    b = run.batches  # per-device statistics over every step, not only the kept ones
+    by_device = list(zip(*(r["batch_sizes"] for r in rows), strict=True))
+    assert b.mean.tolist() == pytest.approx([sum(d) / len(d) for d in by_device], rel=1e-12)
+    assert b.low.tolist() == [min(d) for d in by_device]
+    assert b.high.tolist() == [max(d) for d in by_device]
     assert run.target == 0.6 and len(run.eval_top1) == 21
+
+
+def test_batch_plot_many_devices_and_an_empty_run(tmp_path: Path) -> None:
+    wide = _fake_run(tmp_path, "wide", 6, 3)
+    rng = random.Random(5)
+    with JsonlWriter(wide / "steps.jsonl") as w:  # 40 devices: one box plot per run
+        for i in range(1, 7):
+            w.write(_step(rng, i, k=40))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "steps.jsonl").write_text("")
+    out = plots.plot_comparison(tmp_path / "cmp", {"wide": wide, "empty": empty})
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in out)
+    assert plots._load(wide).batches.total.shape == (40,)

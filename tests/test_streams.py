@@ -123,3 +123,54 @@ def test_replay_is_stateless_in_result() -> None:
     got1 = torch.cat([i[d == 1] for i, d in pieces])
     assert torch.equal(got0, whole[:120])
     assert torch.equal(got1, whole[120:])
+
+
+def _replay_oracle(parts: list[torch.Tensor], seed: int, dev: int, m: int) -> int:
+    """The m-th arrival of device dev by the definition: sort positions by their hash key."""
+    from scadles.data.streams import _mix
+
+    size = len(parts[dev])
+    pas, pos = divmod(m, size)
+    word = _mix(_mix(_mix(torch.tensor(seed) + torch.tensor([dev])) + pas) + 0x9E3779B9)
+    keys = _mix(word + torch.arange(size))
+    return int(parts[dev][torch.argsort(keys)[pos]])
+
+
+def _check_replay(sizes: list[int], batches: list[list[int]]) -> None:
+    """Replay batches of sizes (one list per step) and compare every index with the oracle."""
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(sum(sizes), generator=g)
+    parts = list(torch.split(perm, sizes))
+    r = ReplayOrder(parts, seed=11)
+    start = torch.zeros(len(sizes), dtype=torch.int64)
+    for step in batches:
+        n = torch.tensor(step)
+        idx, dev = r.indices(start, n)
+        want = [
+            _replay_oracle(parts, 11, d, int(start[d]) + j)
+            for d in range(len(sizes))
+            for j in range(int(n[d]))
+        ]
+        assert idx.tolist() == want
+        assert dev.tolist() == [d for d in range(len(sizes)) for _ in range(int(n[d]))]
+        start = start + n
+
+
+def test_replay_matches_its_definition_over_uneven_partitions_and_passes() -> None:
+    g = torch.Generator().manual_seed(1)
+    wraps = torch.randint(0, 12, (6, 5), generator=g).tolist()  # across and over several passes
+    _check_replay([1, 5, 2, 9, 3], wraps)
+    _check_replay([6, 8, 5], [[2, 2, 1]] * 3 + [[0, 3, 1], [1, 0, 0], [4, 4, 4]])  # inside one
+
+
+def test_replay_state_is_linear_in_samples_plus_devices() -> None:
+    # one device of 10,000 samples beside 9,999 of one: no (K, n_max) table
+    parts = [torch.arange(10000), *(torch.arange(10000 + i, 10001 + i) for i in range(9999))]
+    r = ReplayOrder(parts, seed=1)
+    held = sum(t.numel() for t in vars(r).values() if isinstance(t, torch.Tensor))
+    assert held < 10 * (20000 + 10000)
+    idx, _ = r.indices(torch.zeros(10000, dtype=torch.int64), torch.full((10000,), 3))
+    assert (
+        idx[:3].unique().numel() == 3
+        and idx[3:].tolist() == torch.arange(10000, 19999).repeat_interleave(3).tolist()
+    )

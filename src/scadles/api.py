@@ -51,6 +51,7 @@ def run(
     progress: runner.Progress | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    force: bool = False,
     tensorboard: bool = False,
 ) -> runner.RunResult:
     """Train one policy (cfg.policy.name) and return its summary (the content of summary.json).
@@ -59,7 +60,10 @@ def run(
     data: a Dataset, or (train, test) torch datasets, materialised once (default: cfg.data).
     source: live streams for real mode (default: cfg.live.source). out: the run directory for
     config.json, steps.jsonl, evals.jsonl, summary.json and model.pt; None writes no file and
-    the returned summary also holds the records (`.steps`, `.evals`).
+    the returned summary also holds the records (`.steps`, `.evals`). A non-empty out is refused
+    (UserError) unless resume (continue from its checkpoint) or force (replace its run files).
+    Torch's thread count is left as it is (the command line sets it: --threads); the summary
+    records it (`threads`).
     """
     return runner.run(
         cfg,
@@ -70,6 +74,7 @@ def run(
         source=source,
         checkpoint_every=checkpoint_every,
         resume=resume,
+        force=force,
         tensorboard=tensorboard,
     )
 
@@ -82,15 +87,29 @@ def compare(
     policies: Sequence[str] = ("scadles", "ddl"),
     out: str | Path | None = None,
     progress: runner.Progress | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Run each policy on the same data, streams, seeds and initial weights; return the
     comparison (the content of comparison.json: target_accuracy, runs, speedup, ...).
 
     `model` is deep-copied per policy and never trained itself. With out, each policy runs into
     out/<policy>/ and comparison.json, comparison.md and the plots are written; None writes no
-    file.
+    file. A non-empty out needs resume or force. With checkpoint_every, each run checkpoints
+    every that many steps; with resume, a policy finished under the same resolved config is
+    reused, an unfinished one continues from its checkpoint, any other runs again; force
+    replaces what out holds.
     """
     names = check_policies(policies)
     return compare_policies(
-        cfg, _out(out), names, data=_dataset(data), model=model, progress=progress
+        cfg,
+        _out(out),
+        names,
+        data=_dataset(data),
+        model=model,
+        progress=progress,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        force=force,
     )

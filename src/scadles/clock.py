@@ -4,7 +4,7 @@ Every function is pure and works on (K,) float64 tensors, one entry per device.
 
 Profiles (`make_profiles(name, k)`):
 
-- ``paper``: calibrated to the paper's testbed (SCADLES_PAPER.md 4.1, 5.1): 8 K80s over 5 Gbps
+- ``paper``: calibrated to the paper's testbed [paper, 4.1 and 5.1]: 8 K80s over 5 Gbps
   Ethernet sync ResNet152's 230 MB gradient in about 1.05 s (Fig. 4b). The nominal 5 Gbps would
   give 0.65 s, so the links use the effective bandwidth ``PAPER_EFFECTIVE_BPS`` (about 3.087 Gbps,
   62 % of nominal) that makes ``allreduce_time(230e6 bytes, K=8) == 1.05 s`` with 0.5 ms latency.

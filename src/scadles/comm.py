@@ -1,6 +1,6 @@
 """Collectives: one code path for the simulator (local, identity) and real runs (torch.distributed).
 
-Lightning Fabric's habit (STYLE.md): a do-nothing single-process collective, so the engine never
+Lightning Fabric's habit: a do-nothing single-process collective, so the engine never
 asks "am I distributed?". Every rank holds a contiguous slice of the K devices.
 """
 

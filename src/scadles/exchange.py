@@ -1,7 +1,8 @@
 """The gradient exchange of one step: local gradients in, the aggregated update (P,) out.
 
-Dense (no compression): the union batch of this rank's devices goes through one forward/backward
-with per-sample weights w_i / b_i (the weighted mean of per-device gradients), then one all-reduce.
+Dense (no compression): the union batch of this rank's devices goes through forward/backward with
+per-sample weights w_i / b_i (the weighted mean of per-device gradients), in cache-sized chunks of
+whole devices whose gradients accumulate (`scadles.chunking`), then one all-reduce.
 
 Compressed, for all local devices at once (GRACE order):
   g      = per-device mean-loss gradients                       (K, P), torch.func vmap
@@ -27,6 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from scadles.aggregate import sample_weights
+from scadles.chunking import (
+    CHUNK_ELEMENTS,
+    chunk_bounds,
+    chunk_rows,
+    chunkable,
+    deferred_running_stats,
+    segments,
+)
 from scadles.comm import Collective, LocalCollective
 from scadles.compress.base import Compressor, Payload
 from scadles.compress.feedback import ErrorFeedback
@@ -76,14 +85,13 @@ def _weighted_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     When every row carries the same weight (ScaDLES' b_i / sum b, or equal batches), this is a
     scaled mean loss: one fused cross-entropy instead of per-row losses, weights and a sum.
     """
-    per_dev = torch.where(batch.b > 0, batch.weights / batch.b.clamp(min=1).double(), 0.0)  # (K,)
-    live = per_dev[batch.b > 0]
     n = len(batch.y)
+    live = (batch.weights / batch.b.clamp(min=1).double())[batch.b > 0]  # (K_live,) w_i / b_i
     if n and bool((live == live[0]).all()):
         scale = float(live[0]) * n
         loss = F.cross_entropy(logits, batch.y)
         return loss if scale == 1.0 else loss * scale
-    pw = sample_weights(batch.seg, batch.b, batch.weights).float()  # (N,)
+    pw = sample_weights(batch.seg, batch.b, batch.weights).to(logits.dtype)  # (N,)
     return (F.cross_entropy(logits, batch.y, reduction="none") * pw).sum()
 
 
@@ -101,11 +109,13 @@ class DenseExchange:
         comm_params: float,
         coll: Collective | None = None,
         devices: tuple[int, int] = (0, 0),
+        chunk_elements: int = CHUNK_ELEMENTS,
     ) -> None:
         self.model = model
         self.comm_params = comm_params
         self.coll = coll or LocalCollective()
         self.devices = devices
+        self.chunk_elements = chunk_elements  # input values per chunk of the union batch
         self.params = [p for p in model.parameters() if p.requires_grad]  # fixed set
         self.stats = [t for t in model.buffers() if t.is_floating_point()]  # BN statistics
         dtype = self.params[0].dtype if self.params else torch.float32
@@ -122,12 +132,23 @@ class DenseExchange:
         self.flat.zero_()
         for p, v in zip(self.params, self.views, strict=True):  # backward accumulates into flat
             p.grad = v
-        with device_segments(Segments(mine.seg, len(mine.b), None)):
-            logits = self.model(mine.x)  # (N_local, C)
-        loss = _weighted_loss(logits, mine)
-        loss.backward()  # type: ignore[no-untyped-call]
-        correct = int((logits.detach().argmax(dim=1) == mine.y).sum())
-        total_loss, total_correct = float(loss.detach()), correct
+        rows = chunk_rows(mine.x, self.chunk_elements)
+        if len(mine.y) <= rows or not chunkable(self.model):
+            total_loss, correct = self._backward(mine, len(mine.b))
+        else:  # cache-sized chunks of whole devices; gradients accumulate, BN stats move once
+            total_loss, correct = 0.0, 0
+            with deferred_running_stats(self.model):
+                for d0, d1, r0, r1 in chunk_bounds(mine.b, rows):
+                    part = Batch(
+                        mine.x[r0:r1],
+                        mine.y[r0:r1],
+                        mine.seg[r0:r1] - d0,
+                        mine.b[d0:d1],
+                        mine.weights[d0:d1],
+                    )
+                    loss, hits = self._backward(part, segments(d1 - d0))
+                    total_loss, correct = total_loss + loss, correct + hits
+        total_correct = correct
         update = self.flat  # (P,) the gradients, in place (valid until the next call)
         if self.coll.world > 1:  # one all-reduce: gradients, BN statistics, loss and hits
             n_grad, stats = len(update), self.stats
@@ -142,6 +163,15 @@ class DenseExchange:
         return Exchanged(
             update, nbytes, self.comm_params, "allreduce", False, total_loss, total_correct
         )
+
+    def _backward(self, part: Batch, count: int) -> tuple[float, int]:
+        """Accumulate the weighted loss gradient of part's rows; return its loss and hits."""
+        with device_segments(Segments(part.seg, count, None)):
+            logits = self.model(part.x)  # (n, C)
+        loss = _weighted_loss(logits, part)
+        loss.backward()  # type: ignore[no-untyped-call]
+        correct = int((logits.detach().argmax(dim=1) == part.y).sum())
+        return float(loss.detach()), correct
 
 
 @torch.no_grad()

@@ -2,11 +2,13 @@
 
 The packed batch (device 0's rows, then device 1's, ...) is padded to (K, B, ...) with a row mask;
 `vmap(grad(loss))` runs each device's forward/backward as one batched computation (one call per
-group of devices with similar batch sizes, to bound the padding). Models are plain `forward(x)`
-modules; each device's call runs inside `device_segments(Segments.single(mask_row))`, so per-device
-BatchNorm (`SegmentBatchNorm`) normalises with that device's valid rows only. Running statistics
-cannot be updated under vmap; they are updated once afterwards by one no-grad forward of the packed
-batch with the real device ids (the same update the dense union-batch step makes). Models that vmap
+group of devices with similar batch sizes, to bound the padding; a group is split into calls of
+at most one chunk of rows, `scadles.chunking`, so memory stays bounded in K). Models are plain
+`forward(x)` modules; each device's call runs inside `device_segments(Segments.single(mask_row))`,
+so per-device BatchNorm (`SegmentBatchNorm`) normalises with that device's valid rows only. Running
+statistics cannot be updated under vmap; they are updated once afterwards by a no-grad forward of
+the packed batch with the real device ids, in chunks of whole devices (the same update the dense
+union-batch step makes). Models that vmap
 cannot run (data-dependent control flow, random ops, a torch BatchNorm in train mode, which would
 normalise over the padding rows) fall back to a loop over devices, where a torch BatchNorm sees
 each device's rows alone.
@@ -26,6 +28,14 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from scadles.chunking import (
+    CHUNK_ELEMENTS,
+    chunk_bounds,
+    chunk_rows,
+    chunkable,
+    deferred_running_stats,
+    segments,
+)
 from scadles.nn import SegmentBatchNorm, Segments, device_segments, no_running_stats
 
 log = logging.getLogger(__name__)
@@ -160,11 +170,13 @@ class PerDeviceGrads:
         mode: str = "auto",
         group_overhead: float = 128.0,
         num_classes: int | None = None,
+        chunk_elements: int = CHUNK_ELEMENTS,
     ) -> None:
         if mode not in ("auto", "vmap", "loop"):
             raise ValueError(f"mode must be auto, vmap or loop, got {mode!r}")
         self.model = model
         self.group_overhead = group_overhead
+        self.chunk_elements = chunk_elements  # input values per vmapped call (bounded memory)
         named = _trainable(model)
         self.names = tuple(n for n, _ in named)
         self.params = {n: p.detach() for n, p in named}
@@ -225,31 +237,36 @@ class PerDeviceGrads:
         return DeviceGrads(zeros, zeros[:, 0].clone(), x.new_zeros((0, c)))
 
     def _run_vmap(self, x: Tensor, y: Tensor, seg: Tensor, b: Tensor) -> DeviceGrads:
-        """Run the devices' forward/backward passes as one vmapped call per size group."""
+        """Run the devices' forward/backward passes as vmapped calls, per size group and chunk.
+
+        A group is split into calls of at most one chunk's rows (`chunk_rows`) of padded layout,
+        so memory stays bounded however many devices a group holds.
+        """
         _reject_batch_stats(self.model)
         k, n = int(b.numel()), int(seg.numel())
-        groups = plan_groups(b, self.group_overhead)
-        slot = torch.zeros(k, dtype=torch.long, device=b.device)  # (K,) row within its group
-        member = torch.full((k,), -1, dtype=torch.long, device=b.device)  # (K,) group id
-        for i, devs in enumerate(groups):
-            slot[devs] = torch.arange(devs.numel(), device=b.device)
-            member[devs] = i
-        off, row_group = _offsets(b, seg), member[seg]  # (N,), (N,)
+        starts = torch.cumsum(b, 0) - b  # (K,) first packed row of each device
+        per_call = chunk_rows(x, self.chunk_elements)
         flat = torch.empty(k, self.size, dtype=self.dtype, device=x.device)  # (K, P)
         flat[torch.nonzero(b == 0).squeeze(1)] = 0.0  # empty devices (by index: no (K, P) mask)
         loss = torch.zeros(k, dtype=self.dtype, device=x.device)  # (K,)
         logits: Tensor | None = None
         with no_running_stats(self.model):
-            for i, devs in enumerate(groups):
-                rows = torch.nonzero(row_group == i).squeeze(1)  # (n_g,)
-                at = (slot[seg[rows]], off[rows])
-                xg, yg, mask = _scatter(x[rows], y[rows], at, b[devs], int(b[devs[0]]))
-                g, (lg, out) = self._vmapped(self.params, xg, yg, mask)
-                self._write_rows(flat, devs, g)
-                loss[devs] = lg
-                if logits is None:
-                    logits = out.new_empty((n, out.shape[-1]))  # (N, C)
-                logits[rows] = out[at]
+            for group in plan_groups(b, self.group_overhead):
+                width = int(b[group[0]])
+                for devs in torch.split(group, max(1, per_call // width)):
+                    nb = b[devs]  # (D,)
+                    slot = torch.repeat_interleave(torch.arange(len(devs), device=b.device), nb)
+                    off = torch.arange(len(slot), device=b.device) - torch.repeat_interleave(
+                        torch.cumsum(nb, 0) - nb, nb
+                    )  # (n_g,) row within its device
+                    rows = starts[devs][slot] + off  # (n_g,) packed rows of these devices
+                    xg, yg, mask = _scatter(x[rows], y[rows], (slot, off), nb, width)
+                    g, (lg, out) = self._vmapped(self.params, xg, yg, mask)
+                    self._write_rows(flat, devs, g)
+                    loss[devs] = lg
+                    if logits is None:
+                        logits = out.new_empty((n, out.shape[-1]))  # (N, C)
+                    logits[rows] = out[slot, off]
         assert logits is not None  # seg is not empty, so some group ran
         return DeviceGrads(flat, loss, logits)
 
@@ -286,9 +303,18 @@ class PerDeviceGrads:
     @torch.no_grad()
     def _update_running_stats(self, x: Tensor, seg: Tensor, k: int) -> None:
         """Blend this batch into BatchNorm running stats once, as the dense union step would."""
-        if self.has_bn and self.model.training and seg.numel() > 0:
+        if not (self.has_bn and self.model.training and seg.numel() > 0):
+            return
+        rows = chunk_rows(x, self.chunk_elements)
+        if seg.numel() <= rows or not chunkable(self.model):
             with device_segments(Segments(seg, k, None)):
                 self.model(x)
+            return
+        b = torch.bincount(seg, minlength=k)  # (K,)
+        with deferred_running_stats(self.model):  # whole devices per chunk, one update
+            for d0, d1, r0, r1 in chunk_bounds(b, rows):
+                with device_segments(Segments(seg[r0:r1] - d0, segments(d1 - d0), None)):
+                    self.model(x[r0:r1])
 
     @torch.no_grad()
     def flat_params(self) -> Tensor:

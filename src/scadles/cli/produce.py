@@ -1,6 +1,6 @@
 """``scadles produce``: stream every device's partition to its Kafka topic or Redis stream.
 
-The producer side of the real mode (SCADLES_PAPER.md section 2.2): the config's data set and
+The producer side of the real mode ([paper] section 2.2): the config's data set and
 partition give each device's samples, its stream rates (at schedule time 0) give the pace, and
 ``scadles.live.produce`` sends one wire message per sample to ``{prefix}-{device}``.
 """

@@ -1,25 +1,36 @@
-"""The rich progress bar the commands draw while runs train (the library never draws one)."""
+"""The consoles the commands write to: results on stdout, the rich progress bar on stderr (the
+library never draws one), so `scadles run ... > summary.json` captures only the result."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from scadles.report.records import dumps
 from scadles.training.runner import Progress as ProgressFn
 
 
 def console() -> Console:
-    """Return the console the commands print to (140 columns when stdout is not a terminal)."""
+    """Return the console results print to: stdout (140 columns when it is not a terminal)."""
     return Console(stderr=False, width=None if sys.stdout.isatty() else 140)
 
 
+def print_summary(con: Console, summary: dict[str, Any]) -> None:
+    """Print a run's summary (summary.json's content) as strict JSON."""
+    con.print_json(dumps(summary))
+
+
 @contextmanager
-def progress_bar(quiet: bool, con: Console) -> Iterator[ProgressFn | None]:
-    """Yield a progress callback drawing a rich bar, or None when quiet."""
+def progress_bar(quiet: bool, con: Console | None = None) -> Iterator[ProgressFn | None]:
+    """Yield a progress callback drawing a rich bar on stderr, or None when quiet.
+
+    `con` is the results console of the caller; the bar never draws on it.
+    """
     if quiet:
         yield None
         return
@@ -29,7 +40,7 @@ def progress_bar(quiet: bool, con: Console) -> Iterator[ProgressFn | None]:
         TextColumn("{task.percentage:>5.1f}%"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=con,
+        console=Console(stderr=True),
         transient=False,
     )
     tasks: dict[str, int] = {}

@@ -1,15 +1,20 @@
-"""``scadles run``: train one policy into --out, or continue a killed run with --resume."""
+"""``scadles run``: train one policy into --out, or continue a killed run with --resume.
+
+A non-empty --out is refused unless --force (replace the run in it) or --resume (continue it);
+the summary prints on stdout, the progress bar on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from scadles import api
 from scadles.cli.args import add_config_args
-from scadles.cli.progress import console, progress_bar
+from scadles.cli.progress import console, print_summary, progress_bar
+from scadles.config.load import defaults_line
 from scadles.errors import UserError
 
 
@@ -31,6 +36,11 @@ def add_parser(sub: Any) -> None:
         default=None,
         metavar="DIR",
         help="continue the run in DIR from its checkpoint (config: DIR/config.json unless given)",
+    )
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the run in a non-empty --out (its run files only; other files stay)",
     )
     r.add_argument(
         "--tensorboard",
@@ -57,8 +67,12 @@ def main(args: argparse.Namespace) -> int:
             args.config = str(args.resume / "config.json")
     if args.out is None:
         raise UserError("run: --out DIR is required (or --resume DIR)")
+    if args.resume is not None and args.force:
+        raise UserError("--resume and --force exclude each other: give one")
     check_checkpoint_every(args.checkpoint_every)
     cfg = api.load_config(args.config, args.overrides)
+    if args.resume is None and (line := defaults_line(cfg, args.config)) is not None:
+        print(line, file=sys.stderr)
     con = console()
     with progress_bar(args.quiet, con) as progress:
         summary = api.run(
@@ -67,8 +81,9 @@ def main(args: argparse.Namespace) -> int:
             progress=progress,
             checkpoint_every=args.checkpoint_every,
             resume=args.resume is not None,
+            force=args.force,
             tensorboard=args.tensorboard,
         )
     if not args.quiet:
-        con.print_json(json.dumps(summary))
+        print_summary(con, summary)
     return 0

@@ -1,6 +1,6 @@
 """The compressor contract: a (K, P) matrix of per-device updates in, a payload on the wire out.
 
-GRACE's split (STYLE.md): a compressor only compresses; error-feedback memory (feedback.py) and
+GRACE's split: a compressor only compresses; error-feedback memory (feedback.py) and
 the switch that picks a compressor each step (switch.py) are separate objects. Every compressor
 works on all K devices at once; the payload knows what it costs on the wire, per device, and how
 it travels (an all-reduce of equal-size dense buffers, or an all-gather of per-device blocks).

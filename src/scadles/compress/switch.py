@@ -32,7 +32,7 @@ class Switch(Protocol):
         """Return the level index for updates acc (K, P); kept (K, P) is Topk(acc) if known.
 
         grad (K, P) is the gradient without error feedback: the energy reference of the signal
-        (SCADLES_PAPER.md 7.1: feedback enters only the compressed term); acc when omitted.
+        ([paper] 7.1: feedback enters only the compressed term); acc when omitted.
         """
         ...
 
@@ -156,7 +156,7 @@ class Fixed:
 
 
 class ScadlesSwitch:
-    """The paper's rule (SCADLES_PAPER.md 2.4, 7.1): compress when Top-k keeps most of the energy.
+    """The paper's rule ([paper] 2.4, 7.1): compress when Top-k keeps most of the energy.
 
     signal_i = |‖g_i‖² − ‖Topk(acc_i)‖²| / ‖g_i‖² (g = `grad`, acc when omitted) on the whole
     model (Top-k over all P values, or per layer when `layers` is given), smoothed per device by
@@ -223,7 +223,7 @@ class ScadlesSwitch:
 
 
 class CodeSwitch:
-    """The authors'-code rule (SCADLES_PAPER.md 2.4 [C]): sums of per-layer norms, epoch mean.
+    """The authors'-code rule ([authors' code]): sums of per-layer norms, epoch mean.
 
     signal_i = |Σ_l ‖acc_l‖ − Σ_l ‖Topk_l(acc_l)‖| / Σ_l ‖acc_l‖ with unsquared per-layer L2 norms
     and layer-wise Top-k; as in the code, the first and third norms are of the gradient without

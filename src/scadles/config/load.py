@@ -1,10 +1,16 @@
-"""Load the typed configuration tree once: TOML file + `--set section.key=value` overrides."""
+"""Load the typed configuration tree once: TOML file + `--set section.key=value` overrides.
+
+Whatever the file does not set comes from the dataclass defaults in `scadles.config.schema` (the
+packaged demo, used when no file is given, is a file like any other, not those defaults).
+`load_config` records the sections taken whole from the defaults in `Config.defaults`; that
+record never takes part in config equality or in `config_to_dict` (so not in config.json).
+"""
 
 import datetime
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -60,6 +66,7 @@ from scadles.nn.norm import NORMS
 from scadles.policies import POLICIES
 
 __all__ = [
+    "DEFAULTS_FILE",
     "BufferConfig",
     "ClockConfig",
     "Config",
@@ -76,6 +83,8 @@ __all__ = [
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
+    "defaults_line",
+    "defaults_record",
     "dump_toml",
     "load_config",
     "parse_override",
@@ -192,12 +201,35 @@ TEXT_KEYS = frozenset(
 )
 
 
+# A run directory's record of the sections its config took whole from the built-in defaults
+# (beside config.json, so it never takes part in checkpoint or sweep config equality).
+DEFAULTS_FILE = "config_defaults.json"
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
-    """Read a TOML file (None: the packaged demo), apply `key=value` overrides, validate."""
+    """Read a TOML file (None: the packaged demo), apply `key=value` overrides, validate.
+
+    The sections neither the file nor an override names come whole from the built-in defaults;
+    the returned config lists them in `defaults` (see `defaults_line`).
+    """
     raw = _read_toml(path)
     for text in overrides:
         _set_dotted(raw, *parse_override(text))
-    return config_from_dict(raw)
+    missing = tuple(s for s in SCHEMA if s not in raw)
+    return replace(config_from_dict(raw), defaults=missing)
+
+
+def defaults_line(cfg: Config, path: str | Path | None) -> str | None:
+    """Return the one line telling which sections of the file at `path` came from the built-in
+    defaults, or None (no file given, or it has every section)."""
+    if path is None or not cfg.defaults:
+        return None
+    return f"config: sections not in {path}, using the built-in defaults: {', '.join(cfg.defaults)}"
+
+
+def defaults_record(cfg: Config) -> dict[str, Any]:
+    """Return the content of a run directory's DEFAULTS_FILE."""
+    return {"sections_from_defaults": list(cfg.defaults)}
 
 
 def _read_toml(path: str | Path | None) -> dict[str, Any]:
@@ -290,6 +322,8 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Return a JSON-able {section: {key: value}} dict that config_from_dict maps back to `cfg`."""
     out: dict[str, Any] = {}
     for section in fields(cfg):
+        if section.name not in SCHEMA:  # Config.defaults: where values came from, not a value
+            continue
         values = getattr(cfg, section.name)
         out[section.name] = {f.name: _plain(getattr(values, f.name)) for f in fields(values)}
     return out
@@ -314,7 +348,8 @@ def replace_key(cfg: Config, dotted: str, value: Any) -> Config:
     """Return `cfg` with one dotted key set to `value`, validated like a `--set` override."""
     raw = config_to_dict(cfg)
     _set_dotted(raw, dotted, value)
-    return config_from_dict(raw)
+    section = dotted.split(".")[0].strip()
+    return replace(config_from_dict(raw), defaults=tuple(s for s in cfg.defaults if s != section))
 
 
 def dump_toml(cfg: Config) -> str:

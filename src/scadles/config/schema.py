@@ -4,7 +4,7 @@ Names (datasets, models, presets, ...) are not listed here: the checks read the 
 (``scadles.registry``) when a config is validated.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scadles.data.rates import RATE_PRESETS
 from scadles.policies import POLICIES
@@ -187,7 +187,7 @@ class RunConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The whole configuration: one frozen value per TOML section."""
+    """The whole configuration: one frozen value per TOML section (and where it came from)."""
 
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -202,6 +202,9 @@ class Config:
     inject: InjectConfig = InjectConfig()
     live: LiveConfig = LiveConfig()
     run: RunConfig = RunConfig()
+    # Provenance, not configuration: the sections `load_config` took whole from the defaults
+    # above because the file (and --set) had none. Never compared, never in config.json.
+    defaults: tuple[str, ...] = field(default=(), compare=False)
 
 
 def resolved_buffer_policy(cfg: Config) -> str:

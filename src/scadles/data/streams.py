@@ -104,68 +104,111 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
 
 
 class ReplayOrder:
-    """Map (device, arrival number) to a dataset index: shuffled replay, reshuffled each pass."""
+    """Map (device, arrival number) to a dataset index: shuffled replay, reshuffled each pass.
+
+    Partitions are stored flat (O(N + K), no (K, n_max) padding); the permutation of a (device,
+    pass) sorts the device's positions j by the hash key mix(word(seed, device, pass) + j), a
+    bijection of 64-bit words, so the order is unique. Each device's current pass p and the next
+    one are cached as dataset indices, side by side (2 n_i slots per device), so a batch that
+    starts in pass p and ends by pass p + 1 is one gather; a device computes permutations only
+    when its batch starts in a new pass.
+    """
 
     def __init__(self, parts: list[torch.Tensor], seed: int) -> None:
         k = len(parts)
         self.sizes = torch.tensor([len(p) for p in parts], dtype=torch.int64)  # (K,)
-        width = int(self.sizes.max()) if k else 0
-        self.table = torch.zeros(k, max(width, 1), dtype=torch.int64)  # (K, n_max) padded
-        for i, p in enumerate(parts):
-            self.table[i, : len(p)] = p
+        self.base = torch.cumsum(self.sizes, 0) - self.sizes  # (K,) first flat slot per device
+        self.flat = (  # (sum n_i,) every device's partition, device-major
+            torch.cat([p.to(torch.int64) for p in parts])
+            if k
+            else torch.zeros(0, dtype=torch.int64)
+        )
         self.seed = seed
-        self._cached_pass = torch.full((k,), -1, dtype=torch.int64)  # (K,)
-        self._cached = torch.zeros_like(self.table)  # (K, n_max) permutation of that pass
+        self._sizes1 = self.sizes.clamp(min=1)  # (K,)
+        self._cached_pass = torch.full((k,), -1, dtype=torch.int64)  # (K,) pass p per device
+        self._cached = torch.zeros(2 * len(self.flat), dtype=torch.int64)  # passes p, p + 1
         self._last_n: torch.Tensor | None = None
-        self._last_layout = (self.sizes, self.sizes, self.sizes)
+        self._last_layout = (self.sizes, self.sizes)
 
     def _perms(self, dev: torch.Tensor, pas: torch.Tensor) -> torch.Tensor:
-        """Return the permutation of positions for each (device, pass) row."""  # (R, n_max)
-        width = self.table.shape[1]
-        j = torch.arange(width, dtype=torch.int64)
+        """Return the dataset indices of (device, pass) rows in replay order, rows concatenated."""
         word = _mix(_mix(_mix(torch.tensor(self.seed) + dev) + pas) + 0x9E3779B9)  # (R,)
-        keys = _mix(word[:, None] + j[None, :])  # (R, n_max)
-        keys = torch.where(
-            j[None, :] < self.sizes[dev][:, None], keys, torch.iinfo(torch.int64).max
-        )
-        return torch.argsort(keys, dim=1)
+        if len(dev) == 1:  # the usual case: one device starts a new pass (fewer tensor ops)
+            d = int(dev[0])
+            lo, n = int(self.base[d]), int(self.sizes[d])
+            return self.flat[lo : lo + n][torch.argsort(_mix(word + torch.arange(n)))]
+        size = self.sizes[dev]  # (R,)
+        starts = torch.cumsum(size, 0) - size  # (R,)
+        row = torch.repeat_interleave(torch.arange(len(dev)), size)  # (T,)
+        j = torch.arange(len(row), dtype=torch.int64) - starts[row]  # (T,) position in its row
+        keys = _mix(word[row] + j)  # (T,)
+        order = torch.argsort(keys)  # by key (keys are distinct), then stably by row
+        if len(dev) > 1:
+            order = order[torch.argsort(row[order], stable=True)]  # (T,) flat slots, rows in order
+        return self.flat[(self.base[dev] - starts)[row] + order]
 
-    def _layout(self, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return device id, offset within the device and partition size of every row.
+    def _layout(self, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return device id and offset within the device of every row.
 
         Cached for the last batch sizes: under ScaDLES they repeat step after step.
         """
         if self._last_n is not None and torch.equal(n, self._last_n):
             return self._last_layout
-        k = int(n.numel())
-        dev = torch.repeat_interleave(torch.arange(k), n)  # (N,)
-        offs = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
-        self._last_n, self._last_layout = n.clone(), (dev, offs, self.sizes[dev])
+        dev = torch.repeat_interleave(torch.arange(int(n.numel())), n)  # (N,)
+        offs = torch.arange(len(dev)) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+        self._last_n, self._last_layout = n.clone(), (dev, offs)
         return self._last_layout
+
+    def _advance(self, dev: torch.Tensor, pas: torch.Tensor) -> None:
+        """Cache passes pas and pas + 1 of devices dev (distinct), side by side.
+
+        A device moving on by one pass already holds pas in its second half: that half moves to
+        the first, and only pas + 1 is computed.
+        """
+        held = self._cached_pass[dev]  # (R,) -1: nothing cached yet
+        moved = (pas == held + 1) & (held >= 0)  # (R,)
+        if bool(moved.any()):
+            mdev = dev[moved]
+            size = self.sizes[mdev]
+            to = torch.arange(int(size.sum())) + torch.repeat_interleave(
+                2 * self.base[mdev] - (torch.cumsum(size, 0) - size), size
+            )  # (T,) first-half slots of the moving devices
+            self._cached[to] = self._cached[to + torch.repeat_interleave(size, size)]
+        fresh = ~moved
+        rdev = torch.cat([dev[fresh], dev])  # rows: first halves of fresh devices, second halves
+        rpas = torch.cat([pas[fresh], pas + 1])
+        half = torch.cat([torch.zeros_like(dev[fresh]), torch.ones_like(dev)])  # (R',)
+        idx = self._perms(rdev, rpas)  # (T',)
+        size = self.sizes[rdev]
+        slot = 2 * self.base[rdev] + half * size - (torch.cumsum(size, 0) - size)  # (R',)
+        self._cached[torch.arange(len(idx)) + torch.repeat_interleave(slot, size)] = idx
+        self._cached_pass[dev] = pas
 
     def indices(self, start: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return dataset indices (N,) and device ids (N,) of arrivals [start_i, start_i + n_i)."""
-        dev, offs, size = self._layout(n)  # (N,) each
-        m = start[dev] + offs  # (N,) arrival numbers
-        pas, pos = m // size, m % size
-        first = start // self.sizes.clamp(min=1)  # (K,) pass of each device's first arrival
-        stale = (first != self._cached_pass) & (n > 0)
+        dev, offs = self._layout(n)  # (N,) each
+        first = start // self._sizes1  # (K,) pass of each device's first arrival
+        last = (start + n - 1).clamp(min=0) // self._sizes1  # (K,) pass of the last arrival
+        live = n > 0
+        if bool(((last > first + 1) & live).any()):  # a batch over more than two passes
+            return self._spread(start, n, dev, offs), dev
+        stale = (first != self._cached_pass) & live
         if bool(stale.any()):
             rows = torch.nonzero(stale).squeeze(1)
-            self._cached[rows] = self._perms(rows, first[rows])
-            self._cached_pass[rows] = first[rows]
-        perm_pos = self._cached[dev, pos]
-        other = pas != self._cached_pass[dev]  # arrivals from a later pass than the cached one
-        if bool(other.any()):
-            sel = torch.nonzero(other).squeeze(1)
-            span = int(pas.max()) + 1
-            pairs, which = torch.unique(dev[sel] * span + pas[sel], return_inverse=True)
-            pdev, ppas = pairs // span, pairs % span
-            rows = self._perms(pdev, ppas)  # (U, n_max) one per (device, pass)
-            perm_pos[sel] = rows[which, pos[sel]]
-            # keep the latest pass of each device cached: the next batch starts there
-            last = (start + n - 1).clamp(min=0) // self.sizes.clamp(min=1)  # (K,)
-            keep = ppas == last[pdev]
-            self._cached[pdev[keep]] = rows[keep]
-            self._cached_pass[pdev[keep]] = ppas[keep]
-        return self.table[dev, perm_pos], dev
+            self._advance(rows, first[rows])
+        at = 2 * self.base + start - first * self.sizes  # (K,) cache slot of the first arrival
+        return self._cached[at[dev] + offs], dev
+
+    def _spread(
+        self, start: torch.Tensor, n: torch.Tensor, dev: torch.Tensor, offs: torch.Tensor
+    ) -> torch.Tensor:
+        """Return the indices of batches that may span many passes (partitions below a batch)."""
+        m = start[dev] + offs  # (N,) arrival numbers
+        size = self.sizes[dev]
+        pas, pos = m // size, m % size
+        span = int(pas.max()) + 1
+        pairs, which = torch.unique(dev * span + pas, return_inverse=True)
+        pdev = pairs // span
+        idx = self._perms(pdev, pairs % span)  # one permutation per (device, pass), flat
+        psize = self.sizes[pdev]
+        return idx[(torch.cumsum(psize, 0) - psize)[which] + pos]

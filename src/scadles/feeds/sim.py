@@ -56,20 +56,37 @@ class SimFeed:
         self.devices = devices  # [lo, hi) gathered by this rank; (0, 0) = all
         self.shared = torch.zeros(self.k, dtype=torch.int64)  # (K,) own samples sent to others
         self.own_trained = torch.zeros(self.k, dtype=torch.int64)  # (K,) own samples trained
-        self._reserved = torch.zeros(self.k, dtype=torch.int64)  # (K,) arrivals taken in fill
-        self._dropped = torch.zeros(self.k, dtype=torch.int64)  # (K,) drops during fill
+        self._zeros = torch.zeros(self.k, dtype=torch.int64)  # (K,) never written in place
+        self._no_wait = torch.zeros(self.k, dtype=torch.float64)  # (K,) never written in place
+        self._reserved = self._zeros  # (K,) arrivals taken in fill
+        self._dropped = self._zeros  # (K,) drops during fill
+        self._need: tuple[object, torch.Tensor] | None = None  # (schedule, demand) if constant
+
+    def _demand(self, t0: float) -> torch.Tensor:
+        """Return each device's batch at t0; computed once while the rates are constant."""
+        sched = self.arrivals.schedule
+        if self._need is not None and self._need[0] is sched:
+            return self._need[1]
+        need = self.rule.demand(sched.rate_at(t0))  # (K,)
+        if sched.times.numel() == 1:  # constant rates: the same demand every step
+            self._need = (sched, need)
+        return need
 
     def fill(self, t0: float, step: int) -> Fill:
         """Reserve each device's batch from its stream, take it, gather its rows."""
-        need = self.rule.demand(self.arrivals.schedule.rate_at(t0))  # (K,)
+        need = self._demand(t0)  # (K,)
         short = (need - self.buffer.held).clamp(min=0)  # (K,)
-        ready = self.arrivals.reserve(short, t0, self.gen)  # (K,) when each device has `need`
-        self._reserved = short
-        self._dropped = self.buffer.push(short)
+        if bool(short.any()):  # devices short of their batch wait for their stream
+            ready = self.arrivals.reserve(short, t0, self.gen)  # (K,) when each has `need`
+            wait = ready - t0
+            self._reserved = short
+            self._dropped = self.buffer.push(short)
+        else:  # nobody waits (ScaDLES' usual step): nothing to reserve, push or drop
+            wait, self._reserved, self._dropped = self._no_wait, self._zeros, self._zeros
         start, b = self.buffer.take(need)
         idx, seg = self.replay.indices(start, b)  # (N,), (N,)
         self.own_trained += b
-        moved = torch.zeros(self.k, dtype=torch.float64)  # (K,)
+        moved = self._no_wait  # (K,) seconds moving injected samples
         injected = 0
         if self.injection is not None:  # paper 2.3: mix in a little of other devices' data
             inj = self.injection(idx, seg, b, self.inject_gen)
@@ -85,7 +102,7 @@ class SimFeed:
             idx, seg = idx[keep], seg[keep]
         x, y = self.data.x_train[idx], self.data.y_train[idx]  # (N, *shape), (N,)
         moved_bytes = 2.0 * injected * self.sample_bytes
-        return Fill(x, y, seg, b, ready - t0, moved, injected, moved_bytes)
+        return Fill(x, y, seg, b, wait, moved, injected, moved_bytes)
 
     def end_step(self, t1: float, step: int) -> StepCounts:
         """Push what arrived until t1; truncation keeps only what arrived during the step."""

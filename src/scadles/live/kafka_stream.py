@@ -1,7 +1,7 @@
 """Kafka topics as device streams: one single-partition topic per device, positions kept by us.
 
 Each message value is one wire message (``scadles.live.wire``), as in the paper's producers
-(SCADLES_PAPER.md section 2.2, one topic ``trainer-<rank>`` per device). The source joins no
+([authors' code], one topic ``trainer-<rank>`` per device). The source joins no
 consumer group and commits nothing: it assigns partition 0 of every topic explicitly, starts at
 the positions it is given (a checkpoint's, or 0) and reports the next offset per topic through
 ``positions()``, so a restarted trainer resumes exactly where its checkpoint stopped. A message is

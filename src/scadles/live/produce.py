@@ -1,6 +1,6 @@
 """The paper's producer: each device's samples streamed to its own topic at its own rate.
 
-Following SCADLES_PAPER.md section 2.2 (``kafka_publisher``), every stream gets one sender that
+Following the authors' code (``kafka_publisher``), every stream gets one sender that
 replays the device's partition forever in a shuffled order, reshuffled each pass, one sample per
 message (``scadles.live.wire``). Unlike the paper's ``sleep(1/S)`` loop, whose send times drift by
 the cost of each send, send i is scheduled at ``t0 + i / rate``: a sender that falls behind catches

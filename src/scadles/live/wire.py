@@ -1,7 +1,7 @@
 """The wire format of one streamed sample: a small fixed header, then the raw tensor payload.
 
 Every Kafka message and every Redis stream entry that scadles produces or consumes carries exactly
-one sample (the paper's producers send one image per message, SCADLES_PAPER.md section 2.2)::
+one sample (the paper's producers send one image per message, [authors' code])::
 
     offset  size     field    meaning
     0       4        magic    b"SCDL"

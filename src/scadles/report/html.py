@@ -17,6 +17,7 @@ from scadles.errors import UserError
 from scadles.report.html_parts import (
     Cell,
     Raw,
+    esc,
     figures,
     fmt,
     link,
@@ -24,9 +25,11 @@ from scadles.report.html_parts import (
     page,
     pct,
     pre_json,
+    seconds,
+    summary_cell,
     table,
 )
-from scadles.report.tables import HEADERS, comparison_rows
+from scadles.report.tables import HEADERS, NOTE, comparison_rows, speedup_text
 
 MARKERS = (  # the file that makes a directory each kind, checked in this order
     ("reproduction", "reproduction.json"),
@@ -37,11 +40,12 @@ MARKERS = (  # the file that makes a directory each kind, checked in this order
 SWEEP_COLUMNS = (  # summary key, header, formatter
     ("final_accuracy", "final top-1", pct),
     ("best_accuracy", "best top-1", pct),
-    ("time_to_target_s", "time to target (s)", fmt),
-    ("compressed_fraction", "CNC", fmt),
+    ("time_to_target_s", "time to target (simulated s)", seconds),
+    ("compressed_fraction", "compressed steps", pct),
     ("floats_sent", "floats sent", fmt),
-    ("bytes_sent", "bytes sent", nbytes),
-    ("sim_time_s", "sim time (s)", fmt),
+    ("bytes_to_target", "bytes to target", nbytes),
+    ("bytes_sent", "bytes sent (whole run)", nbytes),
+    ("sim_time_s", "simulated time", seconds),
 )
 
 
@@ -80,7 +84,8 @@ def _run(path: Path) -> list[str]:
     summary = _load(path / "summary.json")
     if not isinstance(summary, dict):
         raise UserError(f"report: {path / 'summary.json'}: expected a JSON object")
-    body = ["<h2>Summary</h2>", table(("key", "value"), [(k, fmt(v)) for k, v in summary.items()])]
+    cells = [(k, summary_cell(k, v)) for k, v in summary.items()]
+    body = ["<h2>Summary</h2>", table(("key", "value"), cells)]
     body += ["<h2>Plots</h2>", figures(path)]
     if (path / "config.json").is_file():
         body += ["<h2>Resolved config</h2>", pre_json(_load(path / "config.json"))]
@@ -100,17 +105,24 @@ def _comparison(path: Path) -> list[str]:
         from scadles.report.plots import plot_comparison
 
         plot_comparison(path, dirs)
-    head = ("target_accuracy", "baseline", "candidate", "speedup", "accuracy_delta")
     if not all(isinstance(v, dict) for v in runs.values()):
         raise UserError(f"report: {path / 'comparison.json'}: every run must be an object")
     rows: list[list[Cell]] = []
     for name, row in zip(runs, comparison_rows(comp), strict=True):  # the tables' cells
         rows.append([_sub(path, dirs[name], name) if name in dirs else name, *row[1:]])
-    headers = list(HEADERS)
+    delta = comp.get("accuracy_delta")
+    head = [
+        ("target_accuracy", pct(comp.get("target_accuracy"))),
+        ("baseline", fmt(comp.get("baseline"))),
+        ("candidate", fmt(comp.get("candidate"))),
+        ("speedup [bracket]", speedup_text(comp.get("speedup"), comp.get("speedup_bounds"))),
+        ("accuracy_delta (final top-1)", "—" if delta is None else f"{100 * delta:+.2f} points"),
+    ]
     return [
-        table(("key", "value"), [(k, fmt(comp.get(k))) for k in head]),
+        table(("key", "value"), head),
         "<h2>Policies</h2>",
-        table(headers, rows),
+        table(list(HEADERS), rows),
+        f'<p class="note">{esc(NOTE)}</p>',
         "<h2>Plots</h2>",
         figures(path),
     ]

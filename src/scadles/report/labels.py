@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from scadles.errors import UserError
 
@@ -37,7 +38,13 @@ def plot_label_distribution(counts: torch.Tensor, path: Path) -> Path:
         ax.bar(devices, data[:, cls], bottom=bottom, color=colours[cls], label=label, width=0.8)
         bottom += data[:, cls]
     ax.set_xlabel("device")
-    ax.set_ylabel("samples")
+    ax.set_ylabel("training samples")
+    if k <= 20:  # every device labelled; beyond, integer ticks matplotlib spaces out
+        ax.set_xticks(devices)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(-0.6, k - 0.4)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set_title(f"Label distribution over {k} devices ({c} classes)")
     if c:
         title = f"first {MAX_LEGEND} of {c} classes" if c > MAX_LEGEND else None

@@ -1,6 +1,8 @@
 """Per-step and per-evaluation records, streaming JSONL writers, the run summary and comparisons.
 
 JSON written here is strict: a non-finite float (a diverged loss, say) is written as ``null``.
+Time to target is interpolated between evaluations (`crossing`), so it does not depend on how
+often a run evaluates; its bracket says how far the evaluation grid leaves it open.
 """
 
 from __future__ import annotations
@@ -8,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterator
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from types import TracebackType
@@ -125,11 +127,23 @@ class JsonlWriter:
         self.close()
 
 
+def _create_temp(p: Path) -> tuple[int, str]:
+    """Create a new temporary file beside p with the mode a plain open would give (0666 less
+    the umask: 0644 as a rule; mkstemp's 0600 would survive the rename); return (fd, path)."""
+    for _ in range(100):
+        tmp = p.parent / f".{p.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {p}")
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Write obj as indented JSON atomically (temp file in the same folder, then os.replace)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = _create_temp(p)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(dumps(obj, indent=2) + "\n")
@@ -167,6 +181,53 @@ def _num(x: float | None) -> float:
     return math.nan if x is None else float(x)
 
 
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """When an evaluated metric first reached the target (simulated seconds).
+
+    time_s interpolates linearly in time between the last evaluation below the target and the
+    first at or above it; lower_s and upper_s are those two evaluations' times (the bracket the
+    evaluation grid leaves); step is the first evaluation at or above the target.
+    """
+
+    time_s: float
+    lower_s: float
+    upper_s: float
+    step: int
+
+
+def crossing(
+    below: tuple[float, float] | None, hit: tuple[float, float], target: float, step: int
+) -> Crossing:
+    """Return the crossing from the last (time, metric) below target and the first at or above.
+
+    With no evaluation below (the target held at the first evaluation), the crossing is that
+    evaluation's time: bracket [t, t] at step 0, else [0, t] (the run started earlier unseen).
+    A non-finite metric below leaves nothing to interpolate: the crossing is the upper end.
+    """
+    t1, a1 = hit
+    if below is None:
+        return Crossing(t1, t1 if step == 0 else 0.0, t1, step)
+    t0, a0 = below
+    if not (math.isfinite(a0) and a1 > a0):
+        return Crossing(t1, t0, t1, step)
+    t = t0 + (target - a0) / (a1 - a0) * (t1 - t0)
+    return Crossing(min(max(t, t0), t1), t0, t1, step)
+
+
+def time_to_target(
+    evals: Iterable[Mapping[str, Any]], target: float, metric: str = "top1"
+) -> Crossing | None:
+    """Return the crossing of target by evals (evals.jsonl rows, in order), or None if never."""
+    below: tuple[float, float] | None = None
+    for ev in evals:
+        t, a = _num(ev.get("sim_time_s")), _num(ev.get(metric))
+        if a >= target:
+            return crossing(below, (t, a), target, int(ev.get("step", 0)))
+        below = (t, a)
+    return None
+
+
 _STEP_SUMS = (  # summary key, StepReport field: summed over steps
     ("samples_trained", "batch_total"),
     ("host_seconds", "host_s"),
@@ -182,10 +243,15 @@ _STEP_SUMS = (  # summary key, StepReport field: summed over steps
 
 
 class SummaryAccumulator:
-    """Fold step and eval records into summary.json's numbers in O(1) memory (no histories kept).
+    """Fold step and eval records into summary.json's numbers (no history beyond one eval period).
 
-    time_to_target_s / steps_to_target: the first evaluation whose metric (top1 or top5) reaches
-    the target. wait_time_s: the total over steps of the per-step max wait.
+    time_to_target_s: the crossing of the target by the metric (top1 or top5), interpolated
+    between evaluations (`crossing`); time_to_target_bounds_s: the two evaluations' times;
+    steps_to_target: the step of the first evaluation at or above the target.
+    floats_to_target / bytes_to_target: the steps that ended by the crossing, plus the crossing
+    step's share in proportion to the part of its duration before the crossing; to do this, the
+    steps since the last evaluation below the target are kept until the next evaluation.
+    wait_time_s: the total over steps of the per-step max wait.
     prequential_accuracy: the per-step prequential accuracy weighted by batch size.
     """
 
@@ -200,7 +266,10 @@ class SummaryAccumulator:
         self.sim_time_s = self.epoch = self.preq_correct = 0.0
         self.final: tuple[float, float, float] | None = None  # top1, top5, loss of the last eval
         self.best_top1: float | None = None
-        self.reached: tuple[float, int] | None = None  # (sim time, step) of the first hit
+        # the last evaluation below the target: (sim time, metric, floats sent, bytes sent)
+        self.below: tuple[float, float, float, float] | None = None
+        self.trail: list[tuple[float, float, float]] = []  # steps since: (end time, floats, bytes)
+        self.crossed: Crossing | None = None  # a new name: older checkpoints held a tuple
         self.sent_at_target: tuple[float, float] | None = None  # (floats, bytes) sent until then
 
     def update(self, step: StepReport, *, injected: int = 0) -> None:
@@ -217,9 +286,11 @@ class SummaryAccumulator:
         if step.batch_total > 0 and math.isfinite(step.prequential_acc):
             self.preq_correct += step.prequential_acc * step.batch_total
             self.preq_samples += step.batch_total
+        if self.below is not None and self.crossed is None:
+            self.trail.append((step.sim_time_s, step.floats_sent, step.bytes_sent))
 
     def update_eval(self, ev: EvalReport) -> None:
-        """Add one evaluation; the first to reach the target fixes the time to target."""
+        """Add one evaluation; the first to reach the target fixes the crossing."""
         self.evals += 1
         self.sim_time_s = max(self.sim_time_s, ev.sim_time_s)
         self.final = (ev.top1, ev.top5, ev.loss)
@@ -227,14 +298,33 @@ class SummaryAccumulator:
             self.best_top1 = ev.top1
         metric = ev.top1 if self.metric == "top1" else ev.top5
         target = self.target_accuracy
-        if self.reached is None and target is not None and metric >= target:
-            self.reached = (ev.sim_time_s, ev.step)
-            self.sent_at_target = (self.sums["floats_sent"], self.sums["bytes_sent"])
+        if self.crossed is not None or target is None:
+            return
+        if metric >= target:
+            below = None if self.below is None else self.below[:2]
+            self.crossed = crossing(below, (ev.sim_time_s, metric), target, ev.step)
+            self.sent_at_target = self._sent_until(self.crossed.time_s)
+        else:
+            self.below = (ev.sim_time_s, metric, self.sums["floats_sent"], self.sums["bytes_sent"])
+        self.trail = []
+
+    def _sent_until(self, t: float) -> tuple[float, float]:
+        """Return (floats, bytes) sent by time t: whole steps ended by t, the next one in part."""
+        if self.below is None:  # no evaluation below: every step so far ended by t
+            return self.sums["floats_sent"], self.sums["bytes_sent"]
+        start, _, floats, nbytes = self.below
+        for end, f, b in self.trail:
+            share = 1.0 if end <= t else (t - start) / (end - start)
+            floats, nbytes = floats + share * f, nbytes + share * b
+            if end > t:
+                break
+            start = end
+        return floats, nbytes
 
     def finish(self, *, policy: str, mode: str, **fields: Any) -> dict[str, Any]:
         """Return summary.json's dict; fields add keys or replace computed ones."""
         top1, top5, loss = self.final if self.final is not None else (None, None, None)
-        ttt, stt = self.reached if self.reached is not None else (None, None)
+        hit, sent = self.crossed, self.sent_at_target
         preq = self.preq_correct / self.preq_samples if self.preq_samples else None
         out: dict[str, Any] = {
             "policy": policy,
@@ -248,10 +338,11 @@ class SummaryAccumulator:
             "best_accuracy": self.best_top1,
             "target_accuracy": self.target_accuracy,
             "target_metric": self.metric,
-            "time_to_target_s": ttt,
-            "steps_to_target": stt,
-            "floats_to_target": self.sent_at_target[0] if self.sent_at_target else None,
-            "bytes_to_target": self.sent_at_target[1] if self.sent_at_target else None,
+            "time_to_target_s": hit.time_s if hit else None,
+            "time_to_target_bounds_s": [hit.lower_s, hit.upper_s] if hit else None,
+            "steps_to_target": hit.step if hit else None,
+            "floats_to_target": sent[0] if sent else None,
+            "bytes_to_target": sent[1] if sent else None,
             "compressed_fraction": self.compressed_steps / self.steps if self.steps else 0.0,
             "buffer_peak_samples": self.buffer_peak,
             "buffer_final_samples": self.buffer_final,
@@ -265,14 +356,30 @@ class SummaryAccumulator:
         return out
 
 
+def speedup(
+    base: Mapping[str, Any], cand: Mapping[str, Any]
+) -> tuple[float | None, list[float | None] | None]:
+    """Return base / cand time to target and its bracket [base low / cand high, base high /
+    cand low] from the summaries' time_to_target_bounds_s (None: unknown; a high of None: the
+    candidate may have crossed at time 0, so the ratio has no upper bound)."""
+    b, c = base.get("time_to_target_s"), cand.get("time_to_target_s")
+    if b is None or c is None or c <= 0:
+        return None, None
+    b_lh, c_lh = base.get("time_to_target_bounds_s"), cand.get("time_to_target_bounds_s")
+    if not (isinstance(b_lh, list | tuple) and isinstance(c_lh, list | tuple)):
+        return b / c, None  # summaries written before the bracket existed
+    (b_lo, b_hi), (c_lo, c_hi) = b_lh, c_lh
+    return b / c, [b_lo / c_hi, b_hi / c_lo if c_lo > 0 else None]
+
+
 def comparison(
     runs: dict[str, dict[str, Any]], baseline: str = "ddl", candidate: str = "scadles"
 ) -> dict[str, Any]:
-    """Compare run summaries: speedup = baseline / candidate time to target, accuracy delta."""
+    """Compare run summaries: speedup = baseline / candidate time to target (with its bracket),
+    accuracy delta = candidate - baseline final top-1."""
     base, cand = runs.get(baseline, {}), runs.get(candidate, {})
     target = cand.get("target_accuracy", base.get("target_accuracy"))
-    b_ttt, c_ttt = base.get("time_to_target_s"), cand.get("time_to_target_s")
-    speedup = b_ttt / c_ttt if b_ttt is not None and c_ttt is not None and c_ttt > 0 else None
+    ratio, bounds = speedup(base, cand)
     b_acc, c_acc = base.get("final_accuracy"), cand.get("final_accuracy")
     delta = c_acc - b_acc if b_acc is not None and c_acc is not None else None
     return {
@@ -280,6 +387,7 @@ def comparison(
         "baseline": baseline,
         "candidate": candidate,
         "runs": runs,
-        "speedup": speedup,
+        "speedup": ratio,
+        "speedup_bounds": bounds,
         "accuracy_delta": delta,
     }

@@ -1,91 +1,175 @@
-"""Present a comparison of run summaries: a markdown table and a rich table for the terminal."""
+"""Present a comparison of run summaries: a markdown table and a rich table for the terminal.
+
+Every header names its unit; a bracket beside a time to target or a speedup is the range the
+evaluation grid leaves open (see `scadles.report.records.crossing`). A key missing from an
+older summary is shown as a dash.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
+
+from scadles.report.records import speedup
+
+DASH = "—"
+BYTE_UNITS = (("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0))  # decimal, as the summary counts
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f} %"
+def pct(x: float | None) -> str:
+    """Format a fraction as a percentage with two decimals."""
+    return DASH if x is None else f"{100 * x:.2f} %"
 
 
-def _secs(x: float | None) -> str:
-    return "never" if x is None else f"{x:.1f}"
+def count(x: float | None) -> str:
+    """Format a count with thousands separators."""
+    return DASH if x is None else f"{round(x):,}"
 
 
-def _bytes(x: float | None) -> str:
+def secs(x: float | None) -> str:
+    """Format seconds with one decimal and thousands separators."""
+    return DASH if x is None else f"{x:,.1f}"
+
+
+def byte_unit(values: Sequence[float | None]) -> tuple[str, float]:
+    """Return the one decimal unit that suits the largest of values (GB when all are large)."""
+    top = max((abs(v) for v in values if v is not None), default=0.0)
+    return next(((u, s) for u, s in BYTE_UNITS if top >= s), BYTE_UNITS[-1])
+
+
+def nbytes(x: float | None, unit: tuple[str, float] | None = None) -> str:
+    """Format a byte count in unit (default: its own), two decimals, thousands separators."""
     if x is None:
-        return "-"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(x) >= size:
-            return f"{x / size:.2f} {unit}"
-    return f"{x:.0f} B"
+        return DASH
+    name, size = unit if unit is not None else byte_unit([x])
+    return f"{x / size:,.{0 if size == 1.0 else 2}f} {name}"
+
+
+def bracket(lo: float | None, hi: float | None, f: Any = secs) -> str:
+    """Format a [low, high] range; a high of None is unbounded."""
+    return f"[{f(lo)}, {'∞' if hi is None else f(hi)}]"
+
+
+def time_cell(s: dict[str, Any]) -> str:
+    """Return a run's time to target with the evaluation bracket, or 'never'."""
+    t = s.get("time_to_target_s")
+    if t is None:
+        return "never" if "time_to_target_s" in s else DASH
+    lh = s.get("time_to_target_bounds_s")
+    if not (isinstance(lh, list) and len(lh) == 2):
+        return secs(t)  # a summary written before the bracket existed
+    return f"{secs(t)} {bracket(lh[0], lh[1])}"
+
+
+def speedup_text(ratio: float | None, bounds: list[float | None] | None) -> str:
+    """Return a speedup with its bracket ('2.69x [2.36, 3.14]'), or a dash."""
+    if ratio is None:
+        return DASH
+    text = f"{ratio:.2f}x"
+    if bounds is None:
+        return text
+    return f"{text} {bracket(bounds[0], bounds[1], f=lambda v: f'{v:.2f}')}"
+
+
+def params(x: Any) -> str:
+    """Format the parameter count communication was charged at."""
+    return DASH if x is None else f"{int(x):,}"
 
 
 HEADERS = (
     "policy",
-    "time to target (s)",
-    "speedup",
+    "time to target (simulated s) [bracket]",
+    "speedup [bracket]",
+    "steps to target",
     "final top-1",
     "final top-5",
     "best top-1",
-    "buffer peak",
-    "bytes sent",
-    "wait time (s)",
+    "bytes to target",
+    "bytes sent (whole run)",
+    "samples dropped",
+    "buffer peak (samples)",
+    "wait (simulated s)",
     "steps",
+    "clock profile",
+    "parameters charged",
 )
 
 
 def comparison_rows(comp: dict[str, Any]) -> list[list[str]]:
     """Return one row of formatted cells per run; speedup is against the baseline's time."""
-    b_ttt = comp["runs"].get(comp.get("baseline", "ddl"), {}).get("time_to_target_s")
+    runs: dict[str, dict[str, Any]] = comp["runs"]
+    base = runs.get(comp.get("baseline", "ddl"), {})
+    to_target = byte_unit([s.get("bytes_to_target") for s in runs.values()])
+    sent = byte_unit([s.get("bytes_sent") for s in runs.values()])
     rows = []
-    for name, s in comp["runs"].items():
-        ttt = s.get("time_to_target_s")
-        sp = f"{b_ttt / ttt:.2f}x" if b_ttt is not None and ttt is not None and ttt > 0 else "-"
+    for name, s in runs.items():
         rows.append(
             [
                 name,
-                _secs(ttt),
-                sp,
-                _pct(s.get("final_accuracy")),
-                _pct(s.get("final_top5")),
-                _pct(s.get("best_accuracy")),
-                f"{s.get('buffer_peak_samples', 0):,}",
-                _bytes(s.get("bytes_sent")),
-                f"{s.get('wait_time_s', 0.0):.1f}",
-                f"{s.get('steps', 0):,}",
+                time_cell(s),
+                speedup_text(*speedup(base, s)),
+                count(s.get("steps_to_target")),
+                pct(s.get("final_accuracy")),
+                pct(s.get("final_top5")),
+                pct(s.get("best_accuracy")),
+                nbytes(s.get("bytes_to_target"), to_target),
+                nbytes(s.get("bytes_sent"), sent),
+                count(s.get("samples_dropped")),
+                count(s.get("buffer_peak_samples")),
+                secs(s.get("wait_time_s")),
+                count(s.get("steps")),
+                str(s.get("clock_profile", DASH)),
+                params(s.get("comm_params")),
             ]
         )
     return rows
 
 
-def _verdict(comp: dict[str, Any]) -> str:
-    """Return the one-line speedup and accuracy delta of the candidate over the baseline."""
+def verdict(comp: dict[str, Any]) -> str:
+    """Return the one-line speedup (with its bracket) and accuracy delta of the candidate."""
     base, cand = comp.get("baseline", "ddl"), comp.get("candidate", "scadles")
     sp, delta = comp.get("speedup"), comp.get("accuracy_delta")
-    sp_text = "n/a (a run did not reach the target)" if sp is None else f"{sp:.2f}x"
+    lh = comp.get("speedup_bounds")
+    if sp is None:
+        sp_text = "n/a (a run did not reach the target)"
+    elif isinstance(lh, list) and len(lh) == 2:
+        hi = "unbounded" if lh[1] is None else f"{lh[1]:.2f}x"
+        sp_text = f"{sp:.2f}x ({lh[0]:.2f}x to {hi} within the evaluation brackets)"
+    else:
+        sp_text = f"{sp:.2f}x"
     delta_text = "n/a" if delta is None else f"{100 * delta:+.2f} points"
     return (
-        f"{cand} vs {base} at target {_pct(comp.get('target_accuracy'))}: "
+        f"{cand} vs {base} at target {pct(comp.get('target_accuracy'))}: "
         f"speedup {sp_text}, final top-1 delta {delta_text}"
     )
 
 
+NOTE = (
+    "Time to target is interpolated linearly between the last evaluation below the target and "
+    "the first at or above it; the bracket gives those two evaluations' times. Bytes are those "
+    "every device puts on the wire in each step's ring collective, summed over devices; bytes to "
+    "target count the steps up to the crossing. Keys and units: docs/OUTPUTS.md in scadles."
+)
+
+
 def comparison_markdown(comp: dict[str, Any]) -> str:
-    """Return the comparison as a markdown table followed by the speedup line."""
+    """Return the comparison as a markdown table followed by the speedup line and a note."""
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + " --- |" * len(HEADERS)]
     lines += ["| " + " | ".join(row) + " |" for row in comparison_rows(comp)]
-    return "\n".join([*lines, "", f"**{_verdict(comp)}**", ""])
+    return "\n".join([*lines, "", f"**{verdict(comp)}**", "", NOTE, ""])
 
 
 def comparison_table_rich(comp: dict[str, Any]) -> Table:
-    """Return the comparison as a rich table for the terminal, the speedup line as its caption."""
-    table = Table(title="scadles comparison", caption=_verdict(comp))
-    for i, h in enumerate(HEADERS):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for row in comparison_rows(comp):
-        table.add_row(*row)
+    """Return the comparison for the terminal: one row per quantity, one column per run (it
+    fits a narrow terminal), the speedup line as its caption."""
+    rows = comparison_rows(comp)
+    table = Table(title="scadles comparison", caption=Text(verdict(comp)), caption_justify="left")
+    table.add_column("quantity", justify="left", no_wrap=True)
+    for row in rows:
+        table.add_column(Text(row[0]), justify="right", no_wrap=True)
+    for i, header in enumerate(HEADERS[1:], start=1):
+        table.add_row(*(Text(cell) for cell in (header, *(row[i] for row in rows))))
     return table

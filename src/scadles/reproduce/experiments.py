@@ -1,6 +1,6 @@
 """The paper's experiments on data that runs here: each returns reproduction rows.
 
-Every experiment reads its setting from configs/paper/<name>.toml (SCADLES_PAPER.md 4-5 adapted
+Every experiment reads its setting from configs/paper/<name>.toml ([paper] sections 4-5, adapted
 to MNIST-1D) and sets only what its grid varies: the rate set, the buffer policy, the
 compression ratio and threshold, the injection. `--quick` keeps fewer grid points.
 """

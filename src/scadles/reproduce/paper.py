@@ -1,6 +1,6 @@
 """The paper's published numbers as data, and its two analytic results (Table II, Fig. 1).
 
-Numbers come from SCADLES_PAPER.md (Tyagi & Swany, IEEE BigData 2022): tables are printed values;
+Numbers come from the paper (Tyagi & Swany, IEEE BigData 2022): tables are printed values;
 figure values were read by eye (note "read off figure"). Accuracies are in percent as printed;
 ResNet152/CIFAR-10 is the paper model our MNIST-1D runs stand in for (16 IID devices; 10 non-IID).
 """
@@ -17,7 +17,7 @@ TABLE2_RATES = (100.0, 600.0)  # images/s
 TABLE2_STEPS = (1_000, 10_000, 100_000)
 FIG1_BATCHES = (64, 128, 256, 512)
 
-# The authors' per-device rate lists (SCADLES_PAPER.md 4.4); the paper lists none for S2.
+# The authors' per-device rate lists [authors' code]; the paper lists none for S2.
 AUTHORS_RATES: dict[str, tuple[float, ...]] = {
     "S1": (50, 38, 12, 36, 34, 13, 82, 40),
     "S'1": (92, 38, 62, 42, 48, 88, 90, 22, 44, 28),

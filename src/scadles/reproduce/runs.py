@@ -19,6 +19,7 @@ from typing import Any
 from scadles.config.load import Config, config_to_dict, load_config, parse_override, replace_key
 from scadles.data.datasets import Dataset
 from scadles.errors import UserError
+from scadles.report import records
 from scadles.report.records import dumps, iter_jsonl, write_json
 from scadles.reproduce import paper
 from scadles.training import build, runner
@@ -112,9 +113,12 @@ class Runs:
             where = where.with_name(f"{where.name}@{key}")
         done = where / "summary.json"
         if done.is_file():
-            return dict(json.loads(done.read_text()), dir=str(where))
+            finished = json.loads(done.read_text())
+            if not finished.get("interrupted"):
+                return dict(finished, dir=str(where))
         t0 = time.perf_counter()
-        summary = runner.run(cfg, where, data=self._dataset(cfg))
+        # the folder holds no finished run of this config (another config goes beside it)
+        summary = runner.run(cfg, where, data=self._dataset(cfg), force=True)
         self.say(f"  {where.relative_to(self.opts.out)}: {time.perf_counter() - t0:.0f} s")
         self.index[key] = str(where.relative_to(self.opts.out))
         write_json(self.opts.out / INDEX, self.index)
@@ -157,11 +161,9 @@ def at_target(summary: Mapping[str, Any], field: str) -> tuple[float, bool]:
 
 
 def time_to(summary: Mapping[str, Any], target: float) -> float | None:
-    """Return the simulated time of the first evaluation with top-1 >= target, or None."""
-    for ev in iter_jsonl(Path(summary["dir"]) / "evals.jsonl"):
-        if ev["top1"] >= target:
-            return float(ev["sim_time_s"])
-    return None
+    """Return the simulated time top-1 crossed target (interpolated), or None if it never did."""
+    c = records.time_to_target(iter_jsonl(Path(summary["dir"]) / "evals.jsonl"), target)
+    return None if c is None else c.time_s
 
 
 def pct(x: float | None) -> float | None:

@@ -287,6 +287,19 @@ def engine(
         step_clock = WallClock(timed, timed, start_s)
     else:
         parts = partitions(cfg, data)
+        rule = batch_rule(cfg)
+        need, key = (rule.batch, "policy.batch") if rule.fixed else (rule.b_min, "policy.b_min")
+        fewest = min((len(p) for p in parts), default=0)
+        if fewest < need:  # the device replays its few samples within one batch
+            log.warning(
+                "devices.count=%d leaves a device %d training samples (data.n_train=%d), "
+                "fewer than one batch (%s=%d): it repeats samples within a batch",
+                k,
+                fewest,
+                len(data.y_train),
+                key,
+                need,
+            )
         feed = SimFeed(
             data=data,
             replay=ReplayOrder(parts, seed),

@@ -18,7 +18,7 @@ import torch
 
 from scadles.errors import UserError
 
-FORMAT = 2
+FORMAT = 3
 FILE = "checkpoint.pt"
 
 

@@ -8,6 +8,7 @@ Across machines, pass torchrun's own flags (--nnodes, --node-rank, --master-addr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import subprocess
@@ -52,11 +53,14 @@ def torchrun_command(
     return cmd
 
 
-def launch(nproc: int, rest: Sequence[str], **flags: object) -> int:
-    """Run the job under torchrun and return its exit status."""
+def launch(nproc: int, rest: Sequence[str], *, threads: int | None = None, **flags: object) -> int:
+    """Run the job under torchrun and return its exit status; each rank's OpenMP runtime starts
+    with `threads` threads (default 1)."""
     if nproc < 1:
         raise UserError(f"--nproc must be >= 1, got {nproc}")
     env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = torchrun_command(nproc, rest, **flags)  # type: ignore[arg-type]
     return subprocess.run(cmd, env=env, check=False).returncode
@@ -101,8 +105,14 @@ def _rank_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--checkpoint-every", type=int, default=None)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads is not None:  # this process is the command line of its rank
+        torch.set_num_threads(max(args.threads, 1))
+        with contextlib.suppress(RuntimeError):  # allowed only before inter-op work starts
+            torch.set_num_interop_threads(max(args.threads, 1))
     cuda = torch.cuda.is_available()
     _init_group("nccl" if cuda else "gloo")
     device = None
@@ -113,12 +123,16 @@ def _rank_main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = replace_key(load_config(args.config, args.overrides), "run.mode", "dist")
         coll = TorchCollective(device)
+        resume = args.resume or _restarted_with_checkpoint(args.out, coll)
+        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
         runner.run(
             cfg,
             args.out,
             coll=coll,
             checkpoint_every=args.checkpoint_every,
-            resume=args.resume or _restarted_with_checkpoint(args.out, coll),
+            resume=resume,
+            # a restart with nothing to resume replaces what its own failed attempt wrote
+            force=not resume and (args.force or restarted),
         )
     except UserError as e:
         if dist.get_rank() == 0:

@@ -1,20 +1,25 @@
-"""Run one experiment to its budget: step, evaluate, stream records to disk, summarise."""
+"""Run one experiment to its budget: step, evaluate, stream records to disk, summarise.
+
+The output folder is checked before anything is written (a previous run is never overwritten
+without force) and locked while the run writes it (rundir.py). A run stopped by an exception or
+Ctrl-C still leaves a folder `scadles report` reads: summary.json of the steps done, with
+"interrupted": true.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import logging
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from scadles.comm import Collective
-from scadles.config.load import Config, config_to_dict
+from scadles.config.load import DEFAULTS_FILE, Config, config_to_dict, defaults_record
 from scadles.data.datasets import Dataset
 from scadles.data.injection import exposure
 from scadles.data.partition import label_counts
@@ -22,16 +27,18 @@ from scadles.engine import Engine
 from scadles.errors import UserError
 from scadles.feeds import StreamsEnded
 from scadles.live.base import LiveSource
+from scadles.nn import param_count
 from scadles.report.labels import plot_label_distribution
 from scadles.report.records import (
     EvalReport,
-    JsonlWriter,
     StepReport,
     SummaryAccumulator,
     write_json,
 )
 from scadles.training import build, checkpoint
 from scadles.training.build import SourceFactory
+from scadles.training.rundir import check_out, clear_run_files, locked
+from scadles.training.writers import Tee, open_writers, truncate
 
 log = logging.getLogger(__name__)
 
@@ -53,57 +60,6 @@ def _write_label_view(counts: torch.Tensor, out: Path) -> None:
     rows = [",".join(map(str, [i, *r])) for i, r in enumerate(counts.tolist())]
     (out / "label_counts.csv").write_text("\n".join([header, *rows]) + "\n")
     plot_label_distribution(counts, out / "label_distribution.png")
-
-
-class _Discard:
-    """A writer that keeps nothing (ranks other than 0 in real mode)."""
-
-    def write(self, obj: object) -> None:
-        """Drop obj."""
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-    def __enter__(self) -> _Discard:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-class _Tee:
-    """Write each record to two writers."""
-
-    def __init__(self, first: Writer, second: Writer) -> None:
-        self.first, self.second = first, second
-
-    def write(self, obj: Any) -> None:
-        """Write obj to both."""
-        self.first.write(obj)
-        self.second.write(obj)
-
-    def close(self) -> None:
-        """Close both."""
-        self.first.close()
-        self.second.close()
-
-
-class Writer(Protocol):
-    """Anything records can be written to."""
-
-    def write(self, obj: Any, /) -> None:
-        """Write one record."""
-
-    def close(self) -> None:
-        """Flush and close."""
-
-
-def _truncate(path: Path, lines: int) -> None:
-    """Keep the first `lines` lines of a JSONL file (records written after a checkpoint)."""
-    kept = path.read_text().splitlines(keepends=True)[:lines] if path.is_file() else []
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
 
 
 def _load_saved(
@@ -129,30 +85,14 @@ class RunResult(dict[str, Any]):
     evals: list[EvalReport]
 
 
-class _Keep:
-    """A writer that keeps every record in a list (runs with no output folder)."""
+def _check_tensorboard() -> None:
+    """UserError before any file is written when the tensorboard package cannot be imported."""
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        from scadles.report.tensorboard import MISSING
 
-    def __init__(self, into: list[Any]) -> None:
-        self.into = into
-
-    def write(self, obj: Any) -> None:
-        """Keep obj."""
-        self.into.append(obj)
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-
-def _writers(out: Path | None, lead: bool, append: bool, kept: RunResult) -> tuple[Writer, Writer]:
-    """Return the steps and evals writers: files in out, lists in kept, or nothing."""
-    if out is None:
-        return _Keep(kept.steps), _Keep(kept.evals)
-    if not lead:
-        return _Discard(), _Discard()
-    return (
-        JsonlWriter(out / "steps.jsonl", append=append),
-        JsonlWriter(out / "evals.jsonl", append=append),
-    )
+        raise UserError(MISSING) from None
 
 
 def run(
@@ -166,6 +106,7 @@ def run(
     coll: Collective | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    force: bool = False,
     tensorboard: bool = False,
 ) -> RunResult:
     """Train under cfg, writing config.json, steps.jsonl, evals.jsonl, summary.json and the
@@ -175,24 +116,84 @@ def run(
     `source` (a LiveSource, or a factory (devices, streams) -> LiveSource) feeds the devices
     from the user's own streams in real mode. With out=None nothing is written and the
     returned summary carries the step and eval records (`.steps`, `.evals`).
+    A non-empty out is refused (UserError) unless resume or force: force first removes the
+    previous run's files (rundir.RUN_FILES; nothing else). The writer holds out/.lock for the
+    whole run, so a second process on the same folder is refused. An exception or Ctrl-C after
+    the start writes summary.json with "interrupted": true before it propagates.
     With checkpoint_every, the run checkpoints atomically every that many steps (out/
     checkpoint.pt, or one file per rank on live streams); with resume, the run continues from
     it and ends with the files an uninterrupted run writes. With tensorboard, the step and eval
     records also go to out/tensorboard as scalars.
     """
     host0 = time.perf_counter()
-    if out is None and (checkpoint_every or resume or tensorboard):
-        raise UserError("checkpoints, --resume and --tensorboard need an output folder (--out)")
+    if out is None and (checkpoint_every or resume or force or tensorboard):
+        raise UserError("checkpoints, --resume, --force and --tensorboard need an output folder")
+    if resume and force:
+        raise UserError("--resume and --force exclude each other: give one")
+    if tensorboard:
+        _check_tensorboard()
     lead = coll is None or coll.rank == 0
+    claim = _claimed(out, resume, force) if lead and out is not None else contextlib.nullcontext()
+    with claim:
+        return _train(
+            cfg,
+            out,
+            lead,
+            host0,
+            progress=progress,
+            data=data,
+            model=model,
+            source=source,
+            coll=coll,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            tensorboard=tensorboard,
+        )
+
+
+@contextlib.contextmanager
+def _claimed(out: Path, resume: bool, force: bool) -> Iterator[None]:
+    """Check out, create it, hold its lock (and with force clear the previous run's files)
+    while the run writes; a folder this made and that stays empty goes again on failure."""
+    check_out(out, resume=resume, force=force)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create it ({e.strerror})") from None
+    try:
+        with locked(out):
+            check_out(out, resume=resume, force=force)  # again: a run may have ended meanwhile
+            if force:
+                clear_run_files(out)
+            yield
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _train(
+    cfg: Config,
+    out: Path | None,
+    lead: bool,
+    host0: float,
+    *,
+    progress: Progress | None,
+    data: Dataset | None,
+    model: torch.nn.Module | None,
+    source: LiveSource | SourceFactory | None,
+    coll: Collective | None,
+    checkpoint_every: int | None,
+    resume: bool,
+    tensorboard: bool,
+) -> RunResult:
+    """Train under cfg into a checked, locked out (see run)."""
     data = data if data is not None else build.dataset(cfg)
     resolved = config_to_dict(cfg)
     per_rank = source is not None or cfg.live.source != "sim"
     saved = _load_saved(out, resolved, coll, per_rank) if resume and out is not None else None
-    if lead and saved is None and out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", resolved)
-        counts = label_counts(data.y_train, build.partitions(cfg, data), data.num_classes)
-        _write_label_view(counts, out)  # (K, C) label skew
     state = saved["engine"] if saved is not None else None
     eng = build.engine(
         cfg,
@@ -204,6 +205,11 @@ def run(
         defer_acks=bool(checkpoint_every),
         start_s=float(state["clock"]["elapsed"]) if state is not None and per_rank else 0.0,
     )
+    if lead and saved is None and out is not None:  # after the checks the engine's build makes
+        write_json(out / "config.json", resolved)
+        write_json(out / DEFAULTS_FILE, defaults_record(cfg))  # sections from the defaults
+        counts = label_counts(data.y_train, build.partitions(cfg, data), data.num_classes)
+        _write_label_view(counts, out)  # (K, C) label skew
     t = cfg.train
     total, unit = _budget(cfg)
     acc = SummaryAccumulator(target_accuracy=cfg.eval.target_accuracy, metric=cfg.eval.metric)
@@ -216,17 +222,17 @@ def run(
         acc.__dict__.update(copy.deepcopy(saved["summary"]))
         last_eval, n_evals = int(saved["last_eval"]), int(saved["evals_lines"])
         if lead:
-            _truncate(out / "steps.jsonl", eng.counters.step)
-            _truncate(out / "evals.jsonl", n_evals)
+            truncate(out / "steps.jsonl", eng.counters.step)
+            truncate(out / "evals.jsonl", n_evals)
     with contextlib.ExitStack() as stack:
-        steps, evals = _writers(out, lead, saved is not None, kept)
+        steps, evals = open_writers(out, lead, saved is not None, (kept.steps, kept.evals))
         stack.callback(steps.close)
         stack.callback(evals.close)
         if tensorboard and lead and out is not None:
             from scadles.report.tensorboard import TensorBoardWriter
 
             board = stack.enter_context(TensorBoardWriter(out / "tensorboard"))
-            steps, evals = _Tee(steps, board), _Tee(evals, board)
+            steps, evals = Tee(steps, board), Tee(evals, board)
 
         def evaluate() -> None:
             nonlocal n_evals
@@ -235,37 +241,59 @@ def run(
             acc.update_eval(ev)
             n_evals += 1
 
-        if lead and saved is None:
-            evaluate()
-        while True:
-            c = eng.counters
-            if t.steps is not None and c.step >= t.steps:
-                break
-            if t.max_time_s is not None and c.t >= t.max_time_s:
-                break
-            try:
-                rep = eng.step()
-            except StreamsEnded as e:
-                log.warning("run ends at step %d: %s", c.step, e)
-                break
-            steps.write(rep)
-            acc.update(rep)
-            if rep.step % every == 0 and lead:
+        try:
+            if lead and saved is None:
                 evaluate()
-                last_eval = rep.step
-            if checkpoint_every and rep.step % checkpoint_every == 0 and out is not None:
-                meta = {"summary": vars(acc), "last_eval": last_eval, "evals_lines": n_evals}
-                _save(eng, out, coll, lead, meta | {"config": resolved})
-            if progress is not None:
-                done = rep.step if unit == "steps" else rep.sim_time_s
-                progress(min(done, total), total, f"{cfg.policy.name} step {rep.step}")
-        if eng.counters.step != last_eval and lead:
-            evaluate()
+            while True:
+                c = eng.counters
+                if t.steps is not None and c.step >= t.steps:
+                    break
+                if t.max_time_s is not None and c.t >= t.max_time_s:
+                    break
+                try:
+                    rep = eng.step()
+                except StreamsEnded as e:
+                    log.warning("run ends at step %d: %s", c.step, e)
+                    break
+                steps.write(rep)  # one flushed line per record: the file is whole at any time
+                acc.update(rep)
+                if rep.step % every == 0 and lead:
+                    evaluate()
+                    last_eval = rep.step
+                if checkpoint_every and rep.step % checkpoint_every == 0 and out is not None:
+                    meta = {"summary": vars(acc), "last_eval": last_eval, "evals_lines": n_evals}
+                    _save(eng, out, coll, lead, meta | {"config": resolved})
+                if progress is not None:
+                    done = rep.step if unit == "steps" else rep.sim_time_s
+                    progress(min(done, total), total, f"{cfg.policy.name} step {rep.step}")
+            if eng.counters.step != last_eval and lead:
+                evaluate()
+        except BaseException:
+            if lead and out is not None:
+                _write_interrupted(cfg, eng, acc, host0, out)
+            raise
     extra = eng.feed.close()
+    summary = _summary(cfg, eng, acc, host0, interrupted=False, **extra)
+    if lead and out is not None:
+        write_json(out / "summary.json", summary)
+        torch.save(eng.model.state_dict(), out / "model.pt")
+    kept.update(summary)
+    return kept
+
+
+def _summary(
+    cfg: Config,
+    eng: Engine,
+    acc: SummaryAccumulator,
+    host0: float,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Return summary.json's dict: the accumulated records, the feed's books, the run's setup."""
     books = eng.feed.accounting()
     exposed = exposure(books.shared, books.own_trained)  # (K,) fraction of own samples that left
     elapsed = max(eng.counters.t, 1e-12)
-    summary = acc.finish(
+    emulated = cfg.clock.emulate_params
+    return acc.finish(
         policy=cfg.policy.name,
         mode=cfg.run.mode,
         host_seconds=time.perf_counter() - host0,
@@ -279,13 +307,22 @@ def run(
         exposure=float(exposed.mean()),
         exposure_per_device=exposed.tolist(),
         stream_rates_measured=(books.arrived.double() / elapsed).tolist(),
-        **extra,
+        threads=torch.get_num_threads(),
+        clock_profile=cfg.clock.profile,
+        comm_params=int(emulated) if emulated is not None else param_count(eng.model),
+        **fields,
     )
-    if lead and out is not None:
-        write_json(out / "summary.json", summary)
-        torch.save(eng.model.state_dict(), out / "model.pt")
-    kept.update(summary)
-    return kept
+
+
+def _write_interrupted(
+    cfg: Config, eng: Engine, acc: SummaryAccumulator, host0: float, out: Path
+) -> None:
+    """Write summary.json for the steps done before an exception (no collective, no broker
+    acknowledgement: a resumed run continues from the last checkpoint as if none happened)."""
+    try:
+        write_json(out / "summary.json", _summary(cfg, eng, acc, host0, interrupted=True))
+    except Exception:  # the original exception matters more than this summary
+        log.exception("could not write the summary of the interrupted run in %s", out)
 
 
 def _save(

@@ -1,17 +1,27 @@
-"""Run a grid of config overrides and tabulate the summaries (e.g. the paper's Table V)."""
+"""Run a grid of config overrides and tabulate the summaries (e.g. the paper's Table V).
+
+Each point trains on the data its own config describes (one build per distinct `data` section
+and `train.seed`, shared by the points that agree). With resume, a point is reused only when its
+folder holds a summary of the very same resolved config; every other point runs again.
+"""
 
 from __future__ import annotations
 
 import itertools
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from scadles.config.load import Config, parse_override, replace_key
+from scadles.config.load import Config, config_to_dict, parse_override, replace_key
+from scadles.data.datasets import Dataset
 from scadles.errors import UserError
-from scadles.report.records import write_json
+from scadles.report.records import dumps, write_json
 from scadles.training import build, runner
+from scadles.training.compare import finished_summary
+from scadles.training.rundir import check_out
+
+# notify(line): one line for the user about what a sweep or comparison reuses (the CLI prints it)
+Notify = Callable[[str], None]
 
 COLUMNS = (  # summary key, header, format
     ("compressed_fraction", "CNC", "{:.2f}"),
@@ -48,13 +58,27 @@ def _cell(value: Any, fmt: str) -> str:
     return "—" if value is None else fmt.format(value)
 
 
+def data_key(cfg: Config) -> str:
+    """Return what the data set depends on: the `data` section and the seed it is drawn with."""
+    return dumps({"data": config_to_dict(cfg)["data"], "seed": cfg.train.seed})
+
+
 def run_sweep(
     cfg: Config,
     grid: list[tuple[str, list[Any]]],
     out: Path,
     progress: runner.Progress | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    notify: Notify | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every grid point (skipping those with a summary already) and write sweep.json/.md."""
+    """Run every grid point into out/<point>/ and write sweep.json/.md.
+
+    A non-empty `out` needs resume (reuse each point finished under the same resolved config,
+    rerun the others) or force (rerun every point).
+    """
+    check_out(out, resume=resume, force=force)
     keys = [k for k, _ in grid]
     combos = itertools.product(*(v for _, v in grid))
     points = [dict(zip(keys, vals, strict=True)) for vals in combos]
@@ -65,14 +89,19 @@ def run_sweep(
             for k in keys_.split(","):
                 c = replace_key(c, k.strip(), v)
         configs.append(c)
-    data = build.dataset(cfg)
+    datasets: dict[str, Dataset] = {}
     rows = []
     for point, c in zip(points, configs, strict=True):
         where = out / _label(point)
-        done = where / "summary.json"
-        summary = json.loads(done.read_text()) if done.is_file() else None
-        if summary is None:
-            summary = runner.run(c, where, progress=progress, data=data)
+        summary = finished_summary(where, c) if resume and not force else None
+        if summary is not None:
+            if notify is not None:
+                notify(f"sweep: reusing {where} (finished, same config)")
+        else:
+            key = data_key(c)
+            if key not in datasets:
+                datasets[key] = build.dataset(c)
+            summary = runner.run(c, where, progress=progress, data=datasets[key], force=True)
         rows.append({"params": point, "dir": str(where), "summary": summary})
     write_json(out / "sweep.json", {"grid": keys, "rows": rows})
     (out / "sweep.md").write_text(sweep_markdown(keys, rows))
