@@ -53,16 +53,19 @@ BAD: list[tuple[dict[str, Any], list[str]]] = [
     (base(data="mnist"), ["data must be a table, got 'mnist'"]),
     (
         base(devices={"count": 3}, streams={"rates": [1, 2, -1]}),
-        ["streams.rates[2] must be > 0, got -1"],
+        ["streams.rates[2] must be in [0.001, 1e+06], got -1"],
     ),
     (
         base(devices={"count": 2}, streams={"rates": [0, 2]}),
-        ["streams.rates[0] must be > 0, got 0"],
+        ["streams.rates[0] must be in [0.001, 1e+06], got 0"],
     ),
     (base(streams={"rates": []}), ["streams.rates must not be an empty list"]),
     (base(streams={"rates": [1, 2, 3]}), ["streams.rates has 3 values but devices.count is 16"]),
     (base(streams={"rates": "normal-S3"}), ["streams.rates: unknown preset 'normal-S3'; known:"]),
-    (base(streams={"rates": {"dist": "normal", "mean": 0}}), ["streams.rates.mean must be > 0"]),
+    (
+        base(streams={"rates": {"dist": "normal", "mean": 0}}),
+        ["streams.rates.mean must be in [0.001, 1e+06]"],
+    ),
     (
         base(streams={"rates": {"dist": "normal", "mean": 5, "sd": 1}}),
         ["unknown key 'streams.rates.sd'"],
@@ -75,7 +78,7 @@ BAD: list[tuple[dict[str, Any], list[str]]] = [
     ),
     (
         base(streams={"schedule": [{"at_s": 1, "scale": 0}]}),
-        ["streams.schedule[0].scale must be > 0, got 0"],
+        ["streams.schedule[0].scale must be in [1e-09, 1e+09], got 0"],
     ),
     (base(streams={"schedule": [{"at_s": 1}]}), ["streams.schedule[0] must have at_s and scale"]),
     (
@@ -165,7 +168,7 @@ def test_parse_override_rejects_keys_without_a_section(text: str) -> None:
 
 def test_overrides_of_every_value_kind_reach_the_config(tmp_path: Path) -> None:
     trace = tmp_path / "rates.csv"
-    trace.write_text("t,rate\n0,1\n")
+    trace.write_text("time_s,rate\n0,1\n")
     cfg = load_config(
         None,
         [

@@ -9,8 +9,18 @@ from typing import Any
 
 from scadles.config.schema import Config, RateSpec, ScheduleStep, preset_spec
 from scadles.data.datasets import DATASETS
-from scadles.data.rates import DISTRIBUTIONS, RATE_PRESETS
+from scadles.data.rates import (
+    DISTRIBUTIONS,
+    MAX_RATE,
+    MAX_TIME_S,
+    MIN_RATE,
+    RATE_PRESETS,
+    distribution_rates,
+    preset_rates,
+    read_trace,
+)
 from scadles.errors import UserError
+from scadles.policies import POLICIES
 
 Check = Callable[[str, Any], Any]  # (dotted key, raw value) -> typed value, or raise UserError
 
@@ -64,7 +74,8 @@ def number(
             raise UserError(f"{key} must be a number, got {show(value)}")
         x = float(value) if isinstance(value, float) or abs(value) < 2**1000 else math.inf
         if not math.isfinite(x):
-            raise UserError(f"{key} must be a finite number, got {show(value)}")
+            where = f" {allowed}" if hi is not None else ""
+            raise UserError(f"{key} must be a finite number{where}, got {show(value)}")
         low_bad = lo is not None and (x <= lo if lo_open else x < lo)
         high_bad = hi is not None and (x >= hi if hi_open else x > hi)
         if low_bad or high_bad:
@@ -126,7 +137,7 @@ def optional(check: Check) -> Check:
     """Allow None (meaning: unset) in front of another check."""
 
     def opt(key: str, value: Any) -> Any:
-        return None if value is None else check(key, value)
+        return None if value is None or value == "default" else check(key, value)
 
     return opt
 
@@ -147,6 +158,22 @@ def array(key: str, value: Any) -> list[Any]:
 
 POSITIVE = number(0.0, lo_open=True)
 NONNEGATIVE = number(0.0)
+# Arrivals are int64 counts of rate x time and the clock a float64: rates in [MIN_RATE, MAX_RATE]
+# and times <= MAX_TIME_S keep every count <= 1e15 < 2**53, exact in both (see data/rates.py).
+RATE = number(MIN_RATE, MAX_RATE)
+TIME = number(0.0, MAX_TIME_S, lo_open=True)
+AT_TIME = number(0.0, MAX_TIME_S)
+SCALE = number(MIN_RATE / MAX_RATE, MAX_RATE / MIN_RATE)  # rate x scale is checked in cross_check
+
+
+def or_default(check: Check) -> Check:
+    """Allow None or the text "default" (meaning: unset, the policy's default; TOML has no null,
+    so `--set key=default` is how an override resets a key) in front of another check."""
+
+    def opt(key: str, value: Any) -> Any:
+        return None if value is None or value == "default" else check(key, value)
+
+    return opt
 
 
 def increasing(key: str, value: Any) -> tuple[float, ...]:
@@ -168,7 +195,7 @@ def schedule(key: str, value: Any) -> tuple[ScheduleStep, ...]:
         if "at_s" not in entry or "scale" not in entry:
             raise UserError(f"{where} must have at_s and scale, got {show(dict(entry))}")
         step = ScheduleStep(
-            NONNEGATIVE(f"{where}.at_s", entry["at_s"]), POSITIVE(f"{where}.scale", entry["scale"])
+            AT_TIME(f"{where}.at_s", entry["at_s"]), SCALE(f"{where}.scale", entry["scale"])
         )
         if steps and step.at_s <= steps[-1].at_s:
             previous = f"{key}[{i - 1}].at_s ({steps[-1].at_s:g})"
@@ -184,18 +211,18 @@ def rates(key: str, value: Any) -> RateSpec:
     if isinstance(value, list | tuple):
         if not value:
             raise UserError(f"{key} must not be an empty list")
-        return RateSpec(values=tuple(POSITIVE(f"{key}[{i}]", v) for i, v in enumerate(value)))
+        return RateSpec(values=tuple(RATE(f"{key}[{i}]", v) for i, v in enumerate(value)))
     if isinstance(value, Mapping):
         spec = table(key, value)
         reject_unknown(key, spec, ("dist", "mean", "std"))
         if "dist" not in spec or "mean" not in spec:
             raise UserError(f"{key} table must have dist and mean, got {show(dict(spec))}")
         dist = choice("distribution", DISTRIBUTIONS)(f"{key}.dist", spec["dist"])
-        mean = POSITIVE(f"{key}.mean", spec["mean"])
-        std = NONNEGATIVE(f"{key}.std", spec.get("std", 0.0))
+        mean = RATE(f"{key}.mean", spec["mean"])
+        std = number(0.0, MAX_RATE)(f"{key}.std", spec.get("std", 0.0))
         return RateSpec(dist=dist, mean=mean, std=std)
     raise UserError(
-        f"{key} must be a preset name, a list of positive rates or a table "
+        f"{key} must be a preset name, a list of rates in [{MIN_RATE:g}, {MAX_RATE:g}] or a table "
         f"{{dist, mean, std}}, got {show(value)}"
     )
 
@@ -230,6 +257,8 @@ def cross_check(cfg: Config) -> Config:
     values, k = cfg.streams.rates.values, cfg.devices.count
     if values is not None and len(values) != k:
         raise UserError(f"streams.rates has {len(values)} values but devices.count is {k}")
+    _check_scaled_rates(cfg)
+    _check_capacity(cfg)
     if cfg.policy.b_max < cfg.policy.b_min:
         b_min, b_max = cfg.policy.b_min, cfg.policy.b_max
         raise UserError(f"policy.b_max must be >= policy.b_min ({b_min}), got {b_max}")
@@ -245,3 +274,41 @@ def cross_check(cfg: Config) -> Config:
             "(injection moves samples between simulated streams)"
         )
     return replace(cfg, data=data)
+
+
+def _check_scaled_rates(cfg: Config) -> None:
+    """Check that every rate times every streams.schedule scale stays in [MIN_RATE, MAX_RATE]."""
+    streams, k = cfg.streams, cfg.devices.count
+    if streams.trace is not None:
+        lo, hi, what = *read_trace(streams.trace, k).bounds(), "streams.trace rates"
+    else:
+        spec = streams.rates
+        if spec.values is not None:
+            lo, hi = min(spec.values), max(spec.values)
+        else:  # presets and {dist, mean, std}: the K quantile rates (clamped to [8, 1024])
+            got = preset_rates(spec.preset, k) if spec.preset is not None else None
+            if got is None:
+                assert spec.dist is not None
+                got = distribution_rates(spec.dist, spec.mean, spec.std, k)
+            lo, hi = float(got.min()), float(got.max())
+        what = "streams.rates"
+    for i, step in enumerate(streams.schedule):
+        low, high = lo * step.scale, hi * step.scale
+        if low < MIN_RATE or high > MAX_RATE:
+            raise UserError(
+                f"streams.schedule[{i}].scale = {step.scale:g} takes {what} ([{lo:g}, {hi:g}]) "
+                f"to [{low:g}, {high:g}]; scaled rates must lie in [{MIN_RATE:g}, {MAX_RATE:g}]"
+            )
+
+
+def _check_capacity(cfg: Config) -> None:
+    """Check that buffer.capacity holds at least one batch of the policy (batch or b_min)."""
+    capacity, policy = cfg.buffer.capacity, cfg.policy
+    if capacity is None:
+        return
+    fixed = POLICIES.get(policy.name).fixed_batch
+    key, batch = ("policy.batch", policy.batch) if fixed else ("policy.b_min", policy.b_min)
+    if capacity < batch:
+        raise UserError(
+            f"buffer.capacity must be >= {key} ({batch}) under {policy.name}, got {capacity}"
+        )

@@ -21,6 +21,7 @@ from scadles.compress.switch import SWITCHES
 from scadles.config.checks import (
     NONNEGATIVE,
     POSITIVE,
+    TIME,
     Check,
     boolean,
     choice,
@@ -30,6 +31,7 @@ from scadles.config.checks import (
     integer,
     number,
     optional,
+    or_default,
     rates,
     reject_unknown,
     schedule,
@@ -123,7 +125,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "trace": optional(existing_path),
     }),
     "buffer": (BufferConfig, {
-        "policy": optional(choice("buffer policy", BUFFER_POLICIES)),
+        "policy": or_default(choice("buffer policy", BUFFER_POLICIES)),
         "capacity": optional(INT_POS),
     }),
     "policy": (PolicyConfig, {
@@ -131,7 +133,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "batch": INT_POS,
         "b_min": INT_POS,
         "b_max": INT_POS,
-        "lr_scaling": optional(boolean),
+        "lr_scaling": or_default(boolean),
     }),
     "train": (TrainConfig, {
         "seed": integer(0),
@@ -141,7 +143,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "milestones": increasing,
         "gamma": number(0.0, 1.0, lo_open=True),
         "steps": optional(INT_POS),
-        "max_time_s": optional(POSITIVE),
+        "max_time_s": optional(TIME),
     }),
     "eval": (EvalConfig, {
         "every": INT_POS,
@@ -159,11 +161,11 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "latency_s": optional(NONNEGATIVE),
     }),
     "compress": (CompressConfig, {
-        "name": optional(choice("compressor", COMPRESSORS)),
+        "name": or_default(choice("compressor", COMPRESSORS)),
         "ratio": number(0.0, 1.0, lo_open=True),
         "delta": NONNEGATIVE,
         "ewma": number(0.0, 1.0, hi_open=True),
-        "policy": optional(choice("compression switch", SWITCHES)),
+        "policy": or_default(choice("compression switch", SWITCHES)),
         "error_feedback": boolean,
         "momentum_correction": boolean,
         "momentum_masking": boolean,

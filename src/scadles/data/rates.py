@@ -45,6 +45,12 @@ DISTRIBUTIONS: Registry[Quantile] = Registry(
     },
     key="streams.rates.dist",
 )
+# Exactness bounds of every configured rate (streams.rates, x streams.schedule scales, trace
+# values) and time (train.max_time_s, schedule and trace breakpoints): arrivals are int64 counts
+# of rate x time and the clock a float64, so rate x time <= 1e6 x 1e9 = 1e15 < 2**53 (9.0e15)
+# keeps both exact, and 1 / MIN_RATE keeps one arrival gap far inside the time budget.
+MIN_RATE, MAX_RATE = 1e-3, 1e6  # samples/s
+MAX_TIME_S = 1e9  # simulated seconds (about 32 years)
 RATE_FLOOR, RATE_CEIL = 8.0, 1024.0  # paper 4.4: every stream rate lies in [b_min, b_max]
 _PRESET_ORDER_SEED = 2022  # fixed, so a preset means the same rates everywhere
 
@@ -98,6 +104,10 @@ class RateSchedule:
     def count(self) -> int:
         """Number of devices."""
         return int(self.rates.shape[0])
+
+    def bounds(self) -> tuple[float, float]:
+        """Return the smallest and largest rate of any device at any time."""
+        return float(self.rates.min()), float(self.rates.max())
 
     def _segment(self, t: float) -> int:
         """Return the index of the breakpoint interval holding time t."""
@@ -157,9 +167,14 @@ def read_trace(path: str, k: int) -> RateSchedule:
             nums = [float(v) for v in row]
         except ValueError:
             raise UserError(f"streams.trace: {path} row {n}: not a number in {row}") from None
-        if any(not math.isfinite(v) for v in nums) or any(v <= 0 for v in nums[1:]):
+        if not all(math.isfinite(v) and MIN_RATE <= v <= MAX_RATE for v in nums[1:]):
             raise UserError(
-                f"streams.trace: {path} row {n}: rates must be finite and > 0, got {row}"
+                f"streams.trace: {path} row {n}: rates must be in [{MIN_RATE:g}, {MAX_RATE:g}], "
+                f"got {row}"
+            )
+        if not (math.isfinite(nums[0]) and 0 <= nums[0] <= MAX_TIME_S):
+            raise UserError(
+                f"streams.trace: {path} row {n}: time_s must be in [0, {MAX_TIME_S:g}], got {row}"
             )
         vals.append(nums)
     table = torch.tensor(vals, dtype=torch.float64)  # (M, 1 + width)
