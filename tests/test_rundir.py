@@ -75,7 +75,6 @@ def test_a_non_empty_folder_needs_resume_or_force(tmp_path: Path) -> None:
     check_out(tmp_path, resume=False, force=True)
 
 
-@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
 def test_a_folder_nobody_can_write_is_refused() -> None:
     with pytest.raises(UserError, match=r"^--out /proc/self/scadles-run: cannot write in"):
         check_out(Path("/proc/self/scadles-run"), resume=False, force=False)
