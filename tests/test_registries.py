@@ -21,7 +21,7 @@ import torch
 
 from scadles.clock import PROFILES, make_profiles
 from scadles.compress.registry import COMPRESSORS, make_compressor
-from scadles.compress.switch import SWITCHES, SwitchArgs
+from scadles.compress.switches import SWITCHES, SwitchArgs
 from scadles.config.load import SCHEMA, load_config  # imports every registry the config reads
 from scadles.data.buffer import BUFFER_POLICIES
 from scadles.data.datasets import DATASETS, load_dataset

@@ -9,14 +9,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from scadles.compress.switch import (
-    AccordionSwitch,
-    CodeSwitch,
-    Fixed,
-    ScadlesSwitch,
-    Switch,
-    topk_count,
-)
+from scadles.compress.energy import CodeSwitch, ScadlesSwitch
+from scadles.compress.switch import AccordionSwitch, Fixed, Switch, topk_count
 from scadles.errors import UserError
 
 P = 100  # values per device row; ratio 0.1 keeps k = 10
@@ -295,7 +289,6 @@ def test_bad_state_names_the_key() -> None:
 
 
 def test_scadles_signal_uses_the_gradient_without_feedback_as_reference() -> None:
-    from scadles.compress.switch import ScadlesSwitch
 
     g = torch.tensor([[3.0, 4.0, 0.0, 0.0]], dtype=torch.float64)  # ‖g‖² = 25
     acc = torch.tensor([[3.0, 4.0, 6.0, 0.0]], dtype=torch.float64)  # with residual

@@ -126,6 +126,7 @@ class Engine:
             injection_bytes=fill.injection_bytes,
             epoch=self.epoch,
             host_s=time.perf_counter() - host0,
+            switch_signal=ex.signal,
         )
 
     def _apply(self, ex: Exchanged, b: torch.Tensor, stats: list[torch.Tensor]) -> None:

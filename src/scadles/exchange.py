@@ -7,10 +7,16 @@ whole devices whose gradients accumulate (`scadles.chunking`), then one all-redu
 Compressed, for all local devices at once (GRACE order):
   g      = per-device mean-loss gradients                       (K, P), torch.func vmap
   g      = momentum.accumulate(g)  (momentum correction only)   u_i = m u_i + g_i + wd w
+  g      = w_i g_i                  (weigh_first only)          the authors' code's order
   acc    = feedback.compensate(g)                               g_i + e_i
-  level  = switch.decide(acc, Topk(acc), epoch, g)              votes summed over ranks
+  level  = switch.decide(acc, Topk(acc), epoch, g, b)           votes summed over ranks
   send   = levels[level].compress(acc); feedback.update(acc, decompress(send))
   update = levels[level].aggregate(send, w)                     sum_i w_i * decompressed_i  (P,)
+
+Error feedback on a dense step is the style's choice: "flush" sends acc = g + e and leaves a zero
+residual; "keep" ([authors' code]) sends the raw g and keeps e = acc - Topk(acc), the residual
+the probe left. With weigh_first the weights are applied before feedback and the aggregate is a
+plain sum, as the authors' code scales p.grad by b_i / sum b before compressing.
 
 The weight w_i = b_i / sum_j b_j travels beside the payload (Flower style), so every compressor
 gets weighted aggregation. The update is returned as a value; the engine decides whether to apply
@@ -42,6 +48,7 @@ from scadles.compress.feedback import ErrorFeedback
 from scadles.compress.momentum import LocalMomentum
 from scadles.compress.registry import DENSE
 from scadles.compress.switch import Switch
+from scadles.compress.switches import ExchangeStyle
 from scadles.grads import PerDeviceGrads
 from scadles.nn import Segments, device_segments
 
@@ -57,6 +64,7 @@ class Exchanged:
     compressed: bool
     loss: float  # weighted mean training loss over all devices
     correct: int  # prequential hits over all devices: rows right before this update
+    signal: float | None = None  # the switch's raw signal, mean over this rank's devices
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +182,12 @@ class DenseExchange:
         return float(loss.detach()), correct
 
 
+def _mean_signal(switch: Switch) -> float | None:
+    """Return the mean over devices of the switch's last raw signal, if it keeps one."""
+    sig = getattr(switch, "last_signal", None)
+    return float(sig.mean()) if isinstance(sig, torch.Tensor) and sig.numel() else None
+
+
 @torch.no_grad()
 def _write_stats(stats: list[torch.Tensor], flat: torch.Tensor) -> None:
     """Copy the reduced float buffers (BatchNorm running statistics) back in place.
@@ -200,7 +214,9 @@ class Exchange:
         coll: Collective | None = None,
         devices: tuple[int, int] = (0, 0),
         momentum: LocalMomentum | None = None,
+        style: ExchangeStyle | None = None,
     ) -> None:
+        self.style = style or ExchangeStyle()
         self.grads = grads
         self.levels = levels
         self.switch = switch
@@ -218,24 +234,30 @@ class Exchange:
         if self.momentum is not None:  # DGC momentum correction: compress velocities
             decay = self.grads.flat_params() if self.momentum.weight_decay else None
             g = self.momentum.accumulate(g, decay)
+        if self.style.weigh_first:
+            g = g * mine.weights.to(g.dtype)[:, None]  # (K_l, P) w_i g_i
         acc = self.feedback.compensate(g)  # (K_l, P)
         probe = len(self.levels) - 1  # the most compressed level informs the switch
         sent = self.levels[probe].compress(acc, gen)
         kept = self.levels[probe].decompress(sent)  # (K_l, P)
         correct = int((logits.argmax(dim=1) == mine.y).sum())
         wloss = float(mine.weights.to(loss.dtype) @ loss)
-        local = self.switch.decide(acc, kept, epoch, grad=g)
+        local = self.switch.decide(acc, kept, epoch, grad=g, b=mine.b)
         level, wloss, correct = self._agree(local, k, wloss, correct)
-        if level != probe:
-            sent = self.levels[level].compress(acc, gen)
-            kept = self.levels[level].decompress(sent)
-        self.feedback.update(acc, kept)
         comp = self.levels[level]
         compressed = getattr(comp, "name", "") not in DENSE
+        keep = not compressed and self.style.dense_feedback == "keep"
+        if level != probe:
+            sent = comp.compress(g if keep else acc, gen)
+            if not keep:  # "keep": the residual stays what the probe left
+                kept = comp.decompress(sent)
+        self.feedback.update(acc, kept)
         if self.momentum is not None and compressed:
             self.momentum.mask(kept)
         sent = self._gather(sent)
         w = (batch.weights if sent.nbytes.numel() == k else mine.weights).to(acc.dtype)
+        if self.style.weigh_first:
+            w = torch.ones_like(w)  # the weights are already in the updates
         update = comp.aggregate(sent, w)  # (P,)
         if sent.collective == "allreduce" and self.coll.world > 1 and not _reduces_itself(comp):
             update = self.coll.all_reduce(update)
@@ -250,6 +272,7 @@ class Exchange:
             compressed=compressed,
             loss=wloss,
             correct=correct,
+            signal=_mean_signal(self.switch),
         )
 
     def _agree(self, local: int, k: int, loss: float, correct: int) -> tuple[int, float, int]:

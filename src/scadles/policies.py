@@ -30,7 +30,7 @@ class Policy:
 POLICIES: Registry[Policy] = Registry(
     "policy",
     {
-        "scadles": Policy("truncation", "topk", "scadles", True, False, True),
+        "scadles": Policy("truncation", "topk", "ours", True, False, True),
         "ddl": Policy("persistence", "none", "fixed", False, True, False),
     },
     key="policy.name",

@@ -32,6 +32,7 @@ ACCORDION = [
     "--set",
     "compress.eta=0.1",
 ]
+CODE = ["--set", "compress.name=topk", "--set", "compress.policy=code", "--set", "compress.delta=0.2"]
 MC = ["--set", "compress.momentum_correction=true", "--set", "compress.momentum_masking=false"]
 
 
@@ -51,6 +52,7 @@ def params(run: Path) -> dict[str, torch.Tensor]:
         (2, TOPK + MC),
         (4, POWERSGD),
         (2, ACCORDION),
+        (2, CODE),
     ],
     ids=[
         "2-dense",
@@ -61,6 +63,7 @@ def params(run: Path) -> dict[str, torch.Tensor]:
         "2-topk-momentum-corr",
         "4-powersgd",
         "2-accordion",
+        "2-code-rule",
     ],
 )
 def test_gloo_processes_match_the_simulator(nproc: int, extra: list[str], tmp_path: Path) -> None:

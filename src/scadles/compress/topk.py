@@ -1,8 +1,9 @@
 """Top-k sparsification, whole-model or layer-wise (paper §2.4; the authors' code is layer-wise).
 
 A sparse payload holds per-device values and indices, (K, k) each; on the wire a kept entry costs
-8 bytes (fp32 value + int32 index; indices are held as int64 here only because torch indexes with
-them). Sparse payloads travel by all-gather, since devices keep different coordinates.
+8 bytes by default (fp32 value + int32 index; indices are held as int64 here only because torch
+indexes with them); `index_bytes = 8` accounts int64 indices, as the authors' code sends them.
+Sparse payloads travel by all-gather, since devices keep different coordinates.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from scadles.compress.base import Payload
 BYTES_PER_ENTRY = 8.0  # fp32 value + int32 index
 
 
-def sparse_payload(values: torch.Tensor, indices: torch.Tensor, p: int) -> Payload:
+def sparse_payload(
+    values: torch.Tensor, indices: torch.Tensor, p: int, entry_bytes: float = BYTES_PER_ENTRY
+) -> Payload:
     """Return the all-gather payload of per-device (values, indices), each (K, k), over P coords."""
     k_dev, kept = values.shape
     per_device = torch.full((k_dev,), float(kept), dtype=torch.float64)  # (K,)
     numel = torch.full((k_dev,), p, dtype=torch.int64)  # (K,) model size, for decompression
     data = {"values": values, "indices": indices, "numel": numel}
-    return Payload(data, BYTES_PER_ENTRY * per_device, per_device, "allgather")
+    return Payload(data, entry_bytes * per_device, per_device, "allgather")
 
 
 def sparse_decompress(payload: Payload) -> torch.Tensor:
@@ -49,17 +52,22 @@ def keep_count(n: int, ratio: float) -> int:
 class TopK:
     """Keep the k largest-magnitude entries per device, of the whole model or of each layer."""
 
-    __slots__ = ("layers", "name", "ratio")
+    __slots__ = ("index_bytes", "layers", "name", "ratio")
 
-    def __init__(self, ratio: float, layers: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self, ratio: float, layers: tuple[int, ...] | None = None, index_bytes: int = 4
+    ) -> None:
         if not 0.0 < ratio <= 1.0:
             raise ValueError(f"TopK ratio must be in (0, 1], got {ratio}")
+        if index_bytes not in (4, 8):
+            raise ValueError(f"TopK index_bytes must be 4 or 8, got {index_bytes}")
+        self.index_bytes = index_bytes
         self.ratio = ratio
         self.layers = layers  # sizes of the parameter tensors in order, or None for whole-model
         self.name = "topk" if layers is None else "topk_layer"
 
     def __repr__(self) -> str:
-        return f"TopK(ratio={self.ratio}, layers={self.layers})"
+        return f"TopK(ratio={self.ratio}, layers={self.layers}, index_bytes={self.index_bytes})"
 
     def compress(self, updates: torch.Tensor, gen: torch.Generator) -> Payload:
         """Return the per-device top-k entries (by magnitude) as a sparse payload."""
@@ -68,7 +76,7 @@ class TopK:
             _, idx = updates.abs().topk(keep_count(p, self.ratio), dim=1)  # (K, k)
         else:
             idx = self._layer_indices(updates)  # (K, sum k_l)
-        return sparse_payload(updates.gather(1, idx), idx, p)
+        return sparse_payload(updates.gather(1, idx), idx, p, 4.0 + self.index_bytes)
 
     def _layer_indices(self, updates: torch.Tensor) -> torch.Tensor:
         """Return the top-k_l indices of each layer, all devices at once, offset into P."""

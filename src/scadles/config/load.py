@@ -17,7 +17,7 @@ from typing import Any
 
 from scadles.clock import PROFILES
 from scadles.compress.registry import COMPRESSORS
-from scadles.compress.switch import SWITCHES
+from scadles.compress.switches import DENSE_FEEDBACK, SWITCHES
 from scadles.config.checks import (
     NONNEGATIVE,
     POSITIVE,
@@ -167,6 +167,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "ewma": number(0.0, 1.0, hi_open=True),
         "policy": or_default(choice("compression switch", SWITCHES)),
         "error_feedback": boolean,
+        "dense_feedback": or_default(choice("dense-step error feedback", DENSE_FEEDBACK)),
         "momentum_correction": boolean,
         "momentum_masking": boolean,
         "per_layer": boolean,

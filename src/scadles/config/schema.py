@@ -153,8 +153,9 @@ class CompressConfig:
     ratio: float = 0.1
     delta: float = 0.3
     ewma: float = 0.9
-    policy: str | None = None  # switch; None: by policy (scadles -> scadles, ddl -> fixed)
+    policy: str | None = None  # switch; None: by policy (scadles -> ours, ddl -> fixed)
     error_feedback: bool = True
+    dense_feedback: str | None = None  # flush | keep; None: the rule's (code keeps, others flush)
     momentum_correction: bool = False  # DGC: momentum and weight decay per device, before Top-k
     momentum_masking: bool = False  # DGC factor masking: clear velocity where a step sent it
     per_layer: bool = False

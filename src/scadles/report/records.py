@@ -48,6 +48,7 @@ class StepReport:
     injected: int  # samples devices received by data injection this step
     injection_bytes: float  # bytes those samples crossed links with
     host_s: float  # wall-clock seconds the host spent on the step
+    switch_signal: float | None = None  # the compression switch's raw signal, mean over devices
 
 
 @dataclass(frozen=True, slots=True)

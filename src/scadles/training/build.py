@@ -15,7 +15,7 @@ from scadles.compress import ErrorFeedback, PowerSGD, make_compressor
 from scadles.compress.base import Compressor
 from scadles.compress.momentum import LocalMomentum
 from scadles.compress.registry import DENSE
-from scadles.compress.switch import SWITCHES, SwitchArgs
+from scadles.compress.switches import SWITCHES, SwitchArgs, exchange_style
 from scadles.config.load import Config
 from scadles.config.schema import resolved_buffer_policy, resolved_lr_scaling
 from scadles.data.buffer import StreamBuffer
@@ -103,8 +103,12 @@ def exchange(
     k: int,
     comm_params: float,
     coll: Collective | None = None,
+    part_sizes: list[int] | None = None,
 ) -> Exchange | DenseExchange:
-    """Return the gradient exchange: dense SGD, or compression with feedback and a switch."""
+    """Return the gradient exchange: dense SGD, or compression with feedback and a switch.
+
+    part_sizes: the training samples of every device's partition (a device's own epochs), if known.
+    """
     c = cfg.compress
     name = compressor_name(cfg)
     coll = coll or LocalCollective()
@@ -131,6 +135,7 @@ def exchange(
             devices=k,
             make=make,
             reduce=coll.all_reduce if coll.world > 1 else None,
+            sizes=None if part_sizes is None else torch.tensor(part_sizes[devices[0] : devices[1]]),
         )
     )
     for lv in levels:
@@ -149,7 +154,8 @@ def exchange(
     log.info("compression: %s at ratio %g, switch %s", name, c.ratio, kind)
     scale = comm_params / max(p, 1)
     grads = PerDeviceGrads(model)
-    return Exchange(grads, levels, switch, memory, scale, coll, devices, velocity)
+    style = exchange_style(kind, c.dense_feedback)
+    return Exchange(grads, levels, switch, memory, scale, coll, devices, velocity, style)
 
 
 def injection(cfg: Config, data: Dataset, parts: list[torch.Tensor]) -> Injection | None:
@@ -281,12 +287,14 @@ def engine(
     comm_params = _comm_params(cfg, net)
     feed: Feed
     step_clock: StepClock
+    sizes: list[int] | None = None  # each device's partition, where the feed replays one
     if live:
         assert timed is not None
         feed = _live_feed(cfg, data, timed, source, positions, defer_acks, start_s)
         step_clock = WallClock(timed, timed, start_s)
     else:
         parts = partitions(cfg, data)
+        sizes = [len(p) for p in parts]
         rule = batch_rule(cfg)
         need, key = (rule.batch, "policy.batch") if rule.fixed else (rule.b_min, "policy.b_min")
         fewest = min((len(p) for p in parts), default=0)
@@ -325,7 +333,7 @@ def engine(
         clock=step_clock,
         rule=batch_rule(cfg),
         schedule=Schedule(t.lr, tuple(t.milestones), t.gamma),
-        exchange=exchange(cfg, net, k, comm_params, coll),
+        exchange=exchange(cfg, net, k, comm_params, coll, sizes),
         compress_gen=generator(seed, purpose),
         eval_batch=cfg.eval.batch_size,
     )
