@@ -25,7 +25,8 @@ STEPS = 6
 
 @pytest.mark.parametrize("name", sorted(set(COMPRESSORS.names()) - DENSE))
 def test_exchange_conserves_mass_with_error_feedback(name: str) -> None:
-    cfg = load_config(None, [f"compress.name={name}", "compress.policy=fixed", "devices.count=1"])
+    sets = [f"compress.name={name}", "compress.policy=fixed", "devices.count=1"]
+    cfg = load_config(None, [*sets, "compress.error_feedback=true"])  # on for unbiased ones too
     model = build_model("mlp", (6,), 3, width=2, gen=torch.Generator().manual_seed(0)).double()
     ex = build.exchange(cfg, model, 1, 100.0)
     assert isinstance(ex, Exchange) and ex.feedback.enabled

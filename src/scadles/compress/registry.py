@@ -12,7 +12,7 @@ from scadles.compress.base import Compressor
 from scadles.compress.cast import Cast
 from scadles.compress.identity import Identity
 from scadles.compress.powersgd import PowerSGD
-from scadles.compress.qsgd import MAX_LEVELS, QSGD
+from scadles.compress.qsgd import DEFAULT_BUCKET, MAX_LEVELS, QSGD
 from scadles.compress.randk import RandK
 from scadles.compress.topk import TopK
 from scadles.errors import UserError
@@ -37,8 +37,8 @@ def _powersgd(**kw: Any) -> Compressor:
     return PowerSGD(kw["rank"], tuple(tuple(s) for s in kw["shapes"]))
 
 
-# name -> factory(ratio=, layers=, shapes=, rank=, levels=, unbiased=); alphabetical, the order
-# an unknown name lists them in
+# name -> factory(ratio=, layers=, shapes=, rank=, levels=, bucket=, unbiased=); alphabetical,
+# the order an unknown name lists them in
 DENSE = frozenset({"none", "identity"})  # the names that send the gradient uncompressed
 
 COMPRESSORS: Registry[Callable[..., Compressor]] = Registry(
@@ -49,7 +49,7 @@ COMPRESSORS: Registry[Callable[..., Compressor]] = Registry(
         "identity": lambda **kw: Identity(),
         "none": lambda **kw: Identity(),
         "powersgd": _powersgd,
-        "qsgd": lambda **kw: QSGD(kw["levels"]),
+        "qsgd": lambda **kw: QSGD(kw["levels"], kw["bucket"]),
         "randk": lambda **kw: RandK(kw["ratio"], kw["unbiased"]),
         "topk": lambda **kw: TopK(kw["ratio"]),
         "topk_layer": _topk_layer,
@@ -82,8 +82,10 @@ def make_compressor(
     rank: int = 1,
     levels: int = 256,
     unbiased: bool = False,
+    bucket: int = DEFAULT_BUCKET,
 ) -> Compressor:
     """Return the compressor `name` with its values checked; layers/shapes come from the model."""
     _check(name, ratio, rank, levels)
     kw = {"ratio": ratio, "layers": layers, "shapes": shapes, "rank": rank, "levels": levels}
+    kw["bucket"] = bucket
     return COMPRESSORS.get(name)(**kw, unbiased=unbiased)

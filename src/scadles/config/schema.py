@@ -154,13 +154,14 @@ class CompressConfig:
     delta: float = 0.3
     ewma: float = 0.9
     policy: str | None = None  # switch; None: by policy (scadles -> ours, ddl -> fixed)
-    error_feedback: bool = True
+    error_feedback: bool | None = None  # None: on for biased compressors, off for unbiased
     dense_feedback: str | None = None  # flush | keep; None: the rule's (code keeps, others flush)
     momentum_correction: bool = False  # DGC: momentum and weight decay per device, before Top-k
     momentum_masking: bool = False  # DGC factor masking: clear velocity where a step sent it
     per_layer: bool = False
     rank: int = 1
     levels: int = 256
+    bucket: int = 512  # QSGD: coordinates per norm (the QSGD paper's bucketing)
     eta: float = 0.5
     critical_ratio: float = 1.0
 

@@ -119,7 +119,13 @@ def exchange(
 
     def make(ratio: float) -> Compressor:
         return make_compressor(
-            name, ratio=ratio, layers=sizes, shapes=shapes, rank=c.rank, levels=c.levels
+            name,
+            ratio=ratio,
+            layers=sizes,
+            shapes=shapes,
+            rank=c.rank,
+            levels=c.levels,
+            bucket=c.bucket,
         )
 
     kind = switch_name(cfg)
@@ -142,7 +148,10 @@ def exchange(
         if isinstance(lv, PowerSGD) and coll.world > 1:
             lv.reduce = coll.all_reduce  # both rounds summed over the ranks
     p = sum(sizes)
-    memory = ErrorFeedback.zeros(devices[1] - devices[0], p, enabled=c.error_feedback)
+    feedback = c.error_feedback
+    if feedback is None:  # error feedback corrects bias; an unbiased code needs none
+        feedback = not any(getattr(lv, "unbiased", False) for lv in levels)
+    memory = ErrorFeedback.zeros(devices[1] - devices[0], p, enabled=feedback)
     t = cfg.train
     velocity = (
         LocalMomentum(
