@@ -256,7 +256,7 @@ def test_packaged_demo_loads_and_matches_the_repo_copy() -> None:
     assert packaged.read_bytes() == (REPO / "configs" / "demo.toml").read_bytes()
     assert (cfg.data.n_train, cfg.data.n_test, cfg.devices.count) == (20000, 4000, 16)
     assert cfg.streams.rates.preset == "normal-S1" and cfg.train.max_time_s is not None
-    assert cfg.clock.emulate_params == 60_200_000 and cfg.eval.target_accuracy == 0.85
+    assert cfg.clock.emulate_params == "resnet152" and cfg.eval.target_accuracy == 0.85
 
 
 def test_load_config_reports_missing_and_malformed_files(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def test_bytes_sent_means_the_same_in_both_feeds(sets: tuple[str, ...]) -> None:
         rep = eng.step()
         sent[feed] = rep.bytes_sent
         eng.feed.close()
-    p = _cfg("sim").clock.emulate_params or sum(q.numel() for q in eng.model.parameters())
+    p = build.comm_size(_cfg("sim"), eng.data, eng.model)[0]  # demo: "resnet152"
     if not sets:  # dense: a ring all-reduce of every device's 4P bytes
         expect = clock.wire_bytes("allreduce", torch.full((K,), 4.0 * p, dtype=torch.float64))
         assert sent["sim"] == pytest.approx(expect)

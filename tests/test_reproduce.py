@@ -13,9 +13,11 @@ import torch
 from scadles.cli.reproduce import add_parser, main
 from scadles.config.load import config_to_dict, load_config, replace_key
 from scadles.errors import UserError
+from scadles.reproduce import paper
 from scadles.reproduce import runs as repro_runs
 from scadles.reproduce.driver import ROW_KEYS, default_config_dir, markdown, reproduce
 from scadles.reproduce.experiments import EXPERIMENTS
+from scadles.training import runner
 
 TINY = """
 [data]
@@ -64,6 +66,8 @@ def test_tiny_headline_rows_and_files(done: tuple[Path, list[dict[str, Any]]]) -
         assert r["paper"] is None or isinstance(r["paper"], float)
         assert r["ours"] is None or isinstance(r["ours"], float)
         assert isinstance(r["unit"], str) and isinstance(r["note"], str)
+        assert r["setting"] == "ResNet152" and r["metric"] == "top1"
+        assert "top-1 (paper: top-5)" in r["note"]
     assert json.loads((out / "reproduction.json").read_text()) == rows  # a top-level list
     speed = next(r for r in rows if r["quantity"] == "speedup")
     assert speed["paper"] == 3.29
@@ -83,13 +87,13 @@ def test_second_call_reuses_finished_runs(
 ) -> None:
     out, first = done
     calls: list[Path] = []
-    real = repro_runs.runner.run
+    real = runner.run  # the module reproduce's runs call through
 
     def counting(cfg: Any, where: Path, **kw: Any) -> dict[str, Any]:
         calls.append(where)
-        return real(cfg, where, **kw)
+        return dict(real(cfg, where, **kw))
 
-    monkeypatch.setattr(repro_runs.runner, "run", counting)
+    monkeypatch.setattr(runner, "run", counting)
     summary = out / "headline" / "own-size" / "scadles" / "summary.json"
     mtime = summary.stat().st_mtime_ns
     assert reproduce(out, only="headline", config_dir=tiny) == first
@@ -152,7 +156,11 @@ def test_markdown_ratio_column() -> None:
     ]
     rows.append(rows[0] | {"quantity": "r", "paper": None})
     text = markdown(rows)
-    assert "| q | 2 | 3 | 1.50 | x |  |" in text and "| r | — | 3 | — | x |  |" in text
+    assert (
+        "| — | q | 2 | 3 | 1.50 | x | — |  |" in text and "| — | r | — | 3 | — | x | — |  |" in text
+    )
+    text = markdown([rows[0] | {"setting": "VGG19", "metric": "top1"}])
+    assert "| VGG19 | q | 2 | 3 | 1.50 | x | top-1 |  |" in text
 
 
 def test_paper_configs_load_and_share_the_headline() -> None:
@@ -161,12 +169,15 @@ def test_paper_configs_load_and_share_the_headline() -> None:
     assert {p.stem for p in d.glob("*.toml")} == names
     cfgs = {n: load_config(d / f"{n}.toml") for n in names}
     h = cfgs["headline"]
-    assert (h.devices.count, h.streams.rates.preset, h.clock.profile) == (16, "normal-S1", "paper")
+    s1 = "authors-normal-S1"  # paper.RATE_SETS["S'1"]: the authors' S'1 list
+    assert (h.devices.count, h.streams.rates.preset, h.clock.profile) == (16, s1, "paper")
     assert (h.compress.name, h.compress.ratio, h.compress.delta) == (None, 0.1, 0.3)
     assert (h.policy.batch, h.buffer.policy, h.clock.emulate_params) == (64, None, None)
-    assert cfgs["table4"].clock.emulate_params == 60_200_000
+    assert cfgs["table4"].clock.emulate_params == "resnet152"
+    for cfg in cfgs.values():  # the paper's ResNet152 decay [paper 4.3], in sample-epochs
+        assert (cfg.train.milestones, cfg.train.gamma) == ((75.0, 150.0, 225.0), 0.2)
     assert cfgs["fig8"].devices.count == 10 and cfgs["fig8"].devices.partition == "label_blocks"
     # table6 at S'1 is the headline run itself, so it is trained once
-    t6 = replace_key(cfgs["table6"], "streams.rates", "normal-S1")
+    t6 = replace_key(cfgs["table6"], "streams.rates", paper.RATE_SETS["S'1"])
     assert config_to_dict(t6) == config_to_dict(h)
     assert set(EXPERIMENTS) >= {"headline", "table2", "fig1", "table4", "table5", "table6"}

@@ -19,7 +19,7 @@ STEP = StepReport(
     step=1, sim_time_s=1.5, step_time_s=1.5, wait_s=0.25, compute_s=0.5, comm_s=0.75, lr=0.1,
     loss=2.3, prequential_acc=0.125, batch_total=96, batch_sizes=[32, 64], buffer_total=10,
     buffer_sizes=[4, 6], arrived=106, dropped=0, bytes_sent=4096.0, floats_sent=1024.0,
-    compressed=True, epoch=0.05, injected=3, injection_bytes=120.0, host_s=0.01,
+    compressed=True, epoch=0.05, injected=3, injection_bytes=120.0, host_s=0.01, switch_signal=0.25,
 )  # fmt: skip
 EVAL = EvalReport(
     step=2, sim_time_s=3.0, epoch=0.1, top1=0.5, top5=0.875, loss=1.9, samples_trained=200

@@ -19,4 +19,4 @@ def sample_weights(seg: torch.Tensor, b: torch.Tensor, device_w: torch.Tensor) -
     gradient of the union batch.
     """
     per_dev = torch.where(b > 0, device_w / b.clamp(min=1).double(), 0.0)  # (K,)
-    return per_dev[seg]  # (N,)
+    return per_dev.to(seg.device)[seg]  # (N,) on the rows' device (run.device)

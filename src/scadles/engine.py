@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from scadles import clock
+from scadles.data.augment import Augment
 from scadles.data.datasets import Dataset
 from scadles.exchange import Batch, DenseExchange, Exchange, Exchanged
 from scadles.feeds import Feed
@@ -68,15 +69,20 @@ class Engine:
         exchange: Exchange | DenseExchange,
         compress_gen: torch.Generator,
         eval_batch: int = 2048,
+        augment: Augment | None = None,
+        augment_gen: torch.Generator | None = None,
     ) -> None:
         self.model, self.optimizer, self.data = model, optimizer, data
         self.feed, self.clock, self.rule, self.schedule = feed, clock, rule, schedule
         self.exchange, self.compress_gen, self.eval_batch = exchange, compress_gen, eval_batch
+        self.augment = augment  # training batches only; evaluate() sees the images as they are
+        self.augment_gen = augment_gen if augment_gen is not None else torch.Generator()
         self.k = feed.k
         self.counters = Counters()
         self.last_lr = schedule.lr
         self.skipped_nonfinite = 0
         self._params = [p for p in model.parameters() if p.requires_grad]  # restored in place
+        self.device = self._params[0].device if self._params else torch.device("cpu")
         self._stats = [t for t in model.buffers() if t.is_floating_point()]  # BN statistics
 
     @property
@@ -90,7 +96,8 @@ class Engine:
         c = self.counters
         fill = self.feed.fill(self.clock.now(), c.step)
         b = fill.b  # (K,)
-        batch = Batch(fill.x, fill.y, fill.seg, b, self.rule.device_weights(b))
+        x = fill.x if self.augment is None else self.augment(fill.x, self.augment_gen)  # CPU
+        batch = self._on_device(Batch(x, fill.y, fill.seg, b, self.rule.device_weights(b)))
         self.clock.begin()
         if not self.model.training:
             self.model.train()
@@ -98,7 +105,9 @@ class Engine:
         stats = [t.clone() for t in self._stats]
         ex = self.exchange(batch, int(self.epoch), self.compress_gen)
         self._apply(ex, b, stats)
-        timing = self.clock.finish(fill.wait + fill.moved, b, ex.collective, ex.nbytes)
+        timing = self.clock.finish(
+            fill.wait + fill.moved, b, ex.collective, ex.nbytes, ex.compressors_run
+        )
         counts = self.feed.end_step(timing.t, c.step)
         n = int(b.sum())
         c.step, c.t, c.samples_trained = c.step + 1, timing.t, c.samples_trained + n
@@ -110,6 +119,7 @@ class Engine:
             wait_s=timing.wait_s,
             compute_s=timing.compute_s,
             comm_s=timing.comm_s,
+            compress_s=timing.compress_s,
             lr=self.last_lr,
             loss=ex.loss,
             prequential_acc=ex.correct / max(n, 1),
@@ -128,6 +138,15 @@ class Engine:
             host_s=time.perf_counter() - host0,
             switch_signal=ex.signal,
         )
+
+    def _on_device(self, batch: Batch) -> Batch:
+        """Move the batch's rows (x, y, seg) to the model's device (run.device): the one place a
+        step's batch is placed. The (K,) batch sizes and weights stay on the CPU beside the
+        feed's and clock's books."""
+        dev = self.device
+        if batch.x.device == dev:
+            return batch
+        return Batch(batch.x.to(dev), batch.y.to(dev), batch.seg.to(dev), batch.b, batch.weights)
 
     def _apply(self, ex: Exchanged, b: torch.Tensor, stats: list[torch.Tensor]) -> None:
         """Step the optimizer at the scheduled, batch-scaled LR (paper Eq. 4c) if finite.
@@ -167,6 +186,7 @@ class Engine:
             "model": copy.deepcopy(self.model.state_dict()),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "compress_gen": self.compress_gen.get_state(),
+            "augment_gen": self.augment_gen.get_state(),
             "exchange": exchange_state(self.exchange),
             "feed": self.feed.state_dict(),
             "clock": self.clock.state_dict(),
@@ -181,6 +201,8 @@ class Engine:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.compress_gen.set_state(state["compress_gen"])
+        if "augment_gen" in state:  # checkpoints written before augmentation existed lack it
+            self.augment_gen.set_state(state["augment_gen"])
         restore_exchange(self.exchange, state["exchange"])
         self.feed.load_state_dict(state["feed"])
         self.clock.load_state_dict(state["clock"])
@@ -217,11 +239,12 @@ def evaluate_model(
     """Score model on data's held-out set: top-1, top-5, mean loss."""
     model.eval()
     x, y = data.x_test, data.y_test
+    dev = next((p.device for p in model.parameters()), x.device)  # the model's (run.device)
     top1 = top5 = 0
     loss = 0.0
     for s in range(0, len(y), eval_batch):
-        logits = model(x[s : s + eval_batch])  # (n, C)
-        yy = y[s : s + eval_batch]
+        logits = model(x[s : s + eval_batch].to(dev))  # (n, C)
+        yy = y[s : s + eval_batch].to(dev)
         loss += float(F.cross_entropy(logits, yy, reduction="sum"))
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (n, 5)
         top1 += int((top[:, 0] == yy).sum())

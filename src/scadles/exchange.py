@@ -65,6 +65,7 @@ class Exchanged:
     loss: float  # weighted mean training loss over all devices
     correct: int  # prequential hits over all devices: rows right before this update
     signal: float | None = None  # the switch's raw signal, mean over this rank's devices
+    compressors_run: tuple[str, ...] = ()  # compressors each device ran: probe, then level
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,10 @@ class DenseExchange:
         self.params = [p for p in model.parameters() if p.requires_grad]  # fixed set
         self.stats = [t for t in model.buffers() if t.is_floating_point()]  # BN statistics
         dtype = self.params[0].dtype if self.params else torch.float32
-        self.flat = torch.zeros(sum(p.numel() for p in self.params), dtype=dtype)  # (P,)
+        device = self.params[0].device if self.params else None  # the model's (run.device)
+        self.flat = torch.zeros(
+            sum(p.numel() for p in self.params), dtype=dtype, device=device
+        )  # (P,)
         sizes = [p.numel() for p in self.params]
         self.views = [
             v.view_as(p) for v, p in zip(torch.split(self.flat, sizes), self.params, strict=True)
@@ -162,7 +166,9 @@ class DenseExchange:
             n_grad, stats = len(update), self.stats
             share = float(mine.b.sum()) / max(float(batch.b.sum()), 1)
             parts = [update, *(t.reshape(-1).float() * share for t in stats)]
-            parts.append(torch.tensor([total_loss, float(correct)], dtype=update.dtype))
+            parts.append(
+                torch.tensor([total_loss, float(correct)], dtype=update.dtype, device=update.device)
+            )
             flat = self.coll.all_reduce(torch.cat(parts))  # (P + S + 2,)
             _write_stats(stats, flat[n_grad:-2])
             total_loss, total_correct = float(flat[-2]), round(float(flat[-1]))
@@ -241,7 +247,7 @@ class Exchange:
         sent = self.levels[probe].compress(acc, gen)
         kept = self.levels[probe].decompress(sent)  # (K_l, P)
         correct = int((logits.argmax(dim=1) == mine.y).sum())
-        wloss = float(mine.weights.to(loss.dtype) @ loss)
+        wloss = float(mine.weights.to(loss) @ loss)  # (K,) weights stay on the CPU
         local = self.switch.decide(acc, kept, epoch, grad=g, b=mine.b)
         level, wloss, correct = self._agree(local, k, wloss, correct)
         comp = self.levels[level]
@@ -255,7 +261,7 @@ class Exchange:
         if self.momentum is not None and compressed:
             self.momentum.mask(kept)
         sent = self._gather(sent)
-        w = (batch.weights if sent.nbytes.numel() == k else mine.weights).to(acc.dtype)
+        w = (batch.weights if sent.nbytes.numel() == k else mine.weights).to(acc)
         if self.style.weigh_first:
             w = torch.ones_like(w)  # the weights are already in the updates
         update = comp.aggregate(sent, w)  # (P,)
@@ -273,6 +279,9 @@ class Exchange:
             loss=wloss,
             correct=correct,
             signal=_mean_signal(self.switch),
+            compressors_run=tuple(
+                getattr(self.levels[i], "name", "") for i in dict.fromkeys((probe, level))
+            ),
         )
 
     def _agree(self, local: int, k: int, loss: float, correct: int) -> tuple[int, float, int]:

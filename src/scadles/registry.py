@@ -7,7 +7,7 @@ defines or reads its entries, and holds plain values (builders, loaders, tables)
     MODELS          scadles.nn.models         builder(input_shape, num_classes, norm, width, groups)
     DATASETS        scadles.data.datasets     DatasetLoader(read, needs_path, default_path)
     PARTITIONS      scadles.data.partition    scheme(labels, k, gen, num_classes=, ...) -> owner
-    RATE_PRESETS    scadles.data.rates        (distribution, mean, std) samples/s
+    RATE_PRESETS    scadles.data.rates        Preset(dist, mean, std, values) samples/s
     DISTRIBUTIONS   scadles.data.rates        quantile(u, mean, std) -> rates
     PROFILES        scadles.clock             columns(k, csv) -> per-device profile columns
     COMPRESSORS     scadles.compress.registry factory(ratio=, layers=, shapes=, ...) -> Compressor

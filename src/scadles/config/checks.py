@@ -124,6 +124,25 @@ def choice(noun: str, names: Names) -> Check:
     return check
 
 
+def count_or_name(noun: str, names: Names) -> Check:
+    """Check a positive integer or one of `names` (read at every check); name the known ones."""
+
+    def check(key: str, value: Any) -> int | str:
+        if isinstance(value, str):
+            allowed = names() if callable(names) else names
+            if value not in allowed:
+                known = ", ".join(allowed)
+                raise UserError(
+                    f"{key}: unknown {noun} {show(value)}; known: a positive integer or {known}"
+                )
+            return value
+        if not _is_int(value) or value < 1:
+            raise UserError(f"{key} must be a positive integer or a {noun} name, got {show(value)}")
+        return int(value)
+
+    return check
+
+
 def existing_path(key: str, value: Any) -> str:
     """Check a path string that names an existing file or directory; return it with ~ expanded."""
     text = string(key, value)

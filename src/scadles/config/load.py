@@ -25,6 +25,7 @@ from scadles.config.checks import (
     Check,
     boolean,
     choice,
+    count_or_name,
     cross_check,
     existing_path,
     increasing,
@@ -57,6 +58,7 @@ from scadles.config.schema import (
     StreamsConfig,
     TrainConfig,
 )
+from scadles.data.augment import AUGMENTATIONS
 from scadles.data.buffer import BUFFER_POLICIES
 from scadles.data.datasets import DATASETS
 from scadles.data.injectors import INJECTIONS
@@ -65,6 +67,7 @@ from scadles.errors import UserError
 from scadles.live.source import SOURCES
 from scadles.nn.models import MODELS
 from scadles.nn.norm import NORMS
+from scadles.nn.sizes import size_names
 from scadles.policies import POLICIES
 
 __all__ = [
@@ -94,6 +97,7 @@ __all__ = [
 ]
 
 INT_POS = integer(1)
+DEVICES = ("auto", "cpu", "cuda")  # run.device: auto = cuda when available, else cpu
 
 # Every section's keys and their checks; the dataclass fields give the defaults. Names come from
 # the registries, read when a config is validated (a name registered after import counts).
@@ -104,6 +108,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "n_train": optional(INT_POS),
         "n_test": optional(INT_POS),
         "sample_bytes": optional(INT_POS),
+        "augment": choice("augmentation", AUGMENTATIONS),
     }),
     "model": (ModelConfig, {
         "name": choice("model", MODELS),
@@ -154,7 +159,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
     "clock": (ClockConfig, {
         "profile": choice("clock profile", PROFILES),
         "csv": optional(existing_path),
-        "emulate_params": optional(INT_POS),
+        "emulate_params": optional(count_or_name("model", size_names)),
         "seconds_per_sample": optional(POSITIVE),
         "overhead_s": optional(NONNEGATIVE),
         "bandwidth_bps": optional(POSITIVE),
@@ -194,6 +199,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
     "run": (RunConfig, {
         "mode": choice("mode", ("sim", "dist")),
         "progress": boolean,
+        "device": choice("device", DEVICES),
     }),
 }  # fmt: skip
 

@@ -31,8 +31,8 @@ class ScheduleStep:
 
 def preset_spec(name: str) -> RateSpec:
     """Return the RateSpec of a named preset (RATE_PRESETS), with its distribution filled in."""
-    dist, mean, std = RATE_PRESETS.get(name)
-    return RateSpec(preset=name, dist=dist, mean=mean, std=std)
+    p = RATE_PRESETS.get(name)  # dist is None for a list preset (authors-*)
+    return RateSpec(preset=name, dist=p.dist, mean=p.mean, std=p.std)
 
 
 DEFAULT_RATES = preset_spec("normal-S1")
@@ -47,6 +47,7 @@ class DataConfig:
     n_train: int | None = None
     n_test: int | None = None
     sample_bytes: int | None = None
+    augment: str = "none"  # training batches only: none | crop | crop_flip
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,7 @@ class ClockConfig:
 
     profile: str = "paper"
     csv: str | None = None
-    emulate_params: int | None = None
+    emulate_params: int | str | None = None  # parameters, or a model name (scadles.nn.sizes)
     seconds_per_sample: float | None = None
     overhead_s: float | None = None
     bandwidth_bps: float | None = None
@@ -181,10 +182,11 @@ class LiveConfig:
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
-    """`[run]`: simulated or real distributed mode; progress display."""
+    """`[run]`: simulated or real distributed mode; progress display; where tensors live."""
 
     mode: str = "sim"
     progress: bool = True
+    device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda
 
 
 @dataclass(frozen=True, slots=True)

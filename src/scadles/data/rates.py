@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import csv
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +25,61 @@ import torch
 from scadles.errors import UserError
 from scadles.registry import Registry
 
-Preset = tuple[str, float, float]  # (distribution, mean, std) in samples per second
-# paper Table I; the one table of presets (config.streams.rates reads it when it validates)
+RATE_FLOOR, RATE_CEIL = 8.0, 1024.0  # paper 4.4: every stream rate lies in [b_min, b_max]
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """A named rate set: K quantiles of a distribution, or a fixed per-device list cycled to K."""
+
+    dist: str | None  # "uniform" | "normal" (quantile preset); None for a list preset
+    mean: float  # samples/s: the distribution's, or the list's own mean
+    std: float  # samples/s: the distribution's, or the list's sample std
+    values: tuple[float, ...] = ()  # a list preset's rates, device i gets values[i mod n]
+
+
+def quantile_preset(dist: str, mean: float, std: float) -> Preset:
+    """Return a preset of evenly spaced quantiles of a distribution (see distribution_rates)."""
+    return Preset(dist, mean, std)
+
+
+def list_preset(values: tuple[float, ...]) -> Preset:
+    """Return a preset of fixed per-device rates; every rate must lie in [b_min, b_max]."""
+    if not values or not all(RATE_FLOOR <= v <= RATE_CEIL for v in values):
+        raise ValueError(f"a rate list must be non-empty, in [{RATE_FLOOR}, {RATE_CEIL}]: {values}")
+    return Preset(
+        None,
+        statistics.fmean(values),
+        statistics.stdev(values) if len(values) > 1 else 0.0,
+        tuple(values),
+    )
+
+
+# The paper's Table I as quantiles (uniform-*, normal-*; S'1 and S'2 are normal-S1, normal-S2),
+# and the authors' own per-device lists from their execution_scripts/*.sh (authors-*).
+# uniform-S1's U[38 - 24 sqrt 3, 38 + 24 sqrt 3] = [-3.6, 79.6] reaches below 8, so its lowest
+# quantile sits on the 8/s floor for every K >= 4; normal-S1's lowest quantile,
+# 64 + 24 ndtri(0.5/K), rounds to 8 for K >= 49 and falls below 8 (the floor holds it) for
+# K >= 51. The authors' lists never touch the floor (their slowest streams: 12, 22, 218, 16).
+_VGG19_RATES = (92, 22, 62, 42, 48, 36, 18, 38, 84, 60, 108, 40, 58,
+                16, 44, 78, 92, 28, 30, 52, 84, 20, 16, 38, 66)  # fmt: skip
 RATE_PRESETS: Registry[Preset] = Registry(
     "preset",
     {
-        "uniform-S1": ("uniform", 38.0, 24.0),
-        "uniform-S2": ("uniform", 300.0, 112.0),
-        "normal-S1": ("normal", 64.0, 24.0),
-        "normal-S2": ("normal", 256.0, 28.0),
+        "uniform-S1": quantile_preset("uniform", 38.0, 24.0),
+        "uniform-S2": quantile_preset("uniform", 300.0, 112.0),
+        "normal-S1": quantile_preset("normal", 64.0, 24.0),
+        "normal-S2": quantile_preset("normal", 256.0, 28.0),
+        # "Uniform S1" in adapcomp_injection_resnet152.sh (commented out there): mean 38.1, sd 22.1
+        "authors-uniform-S1": list_preset((50, 38, 12, 36, 34, 13, 82, 40)),
+        # "Normal S1" (S'1) in adapcomp_injection_resnet152.sh: mean 55.4, sd 26.2
+        "authors-normal-S1": list_preset((92, 38, 62, 42, 48, 88, 90, 22, 44, 28)),
+        # labelled "Uniform S2" in the scripts (adapcomp/staticcompression/datainjection_resnet152),
+        # but its mean 257.2 and sd 28.5 are S'2's (normal 256 / 28), not S2's (uniform 300 / 112)
+        "authors-normal-S2": list_preset((270, 218, 300, 246, 232, 284, 284, 236, 274, 228)),
+        # every VGG19 script (adapcomp, adapcomp_injection, staticcompression, datainjection): 25
+        # devices, mean 50.9, sd 26.7; the scripts name no distribution for it
+        "authors-vgg19": list_preset(_VGG19_RATES),
     },
     key="streams.rates",
 )
@@ -51,7 +98,6 @@ DISTRIBUTIONS: Registry[Quantile] = Registry(
 # keeps both exact, and 1 / MIN_RATE keeps one arrival gap far inside the time budget.
 MIN_RATE, MAX_RATE = 1e-3, 1e6  # samples/s
 MAX_TIME_S = 1e9  # simulated seconds (about 32 years)
-RATE_FLOOR, RATE_CEIL = 8.0, 1024.0  # paper 4.4: every stream rate lies in [b_min, b_max]
 _PRESET_ORDER_SEED = 2022  # fixed, so a preset means the same rates everywhere
 
 
@@ -71,9 +117,20 @@ def distribution_rates(dist: str, mean: float, std: float, k: int) -> torch.Tens
 
 
 def preset_rates(name: str, k: int) -> torch.Tensor:
-    """Return the K rates of a preset (paper: uniform-S1, uniform-S2, normal-S1, normal-S2)."""
-    dist, mean, std = RATE_PRESETS.get(name)
-    return distribution_rates(dist, mean, std, k)
+    """Return the K rates of a preset (RATE_PRESETS).
+
+    A quantile preset gives K quantiles of its distribution (distribution_rates). A list preset
+    of n rates gives device i the rate values[i mod n], in the authors' order: K = n is the list
+    itself, K < n its first K rates, and K > n repeats it. When n does not divide K the first
+    K mod n rates appear once more than the rest, so the mean over devices moves from the list's
+    mean by (K mod n) / K x (mean of those rates - the list's mean): authors-normal-S1 at K = 16
+    has mean 57.75 against the list's 55.4.
+    """
+    preset = RATE_PRESETS.get(name)
+    if preset.dist is not None:
+        return distribution_rates(preset.dist, preset.mean, preset.std, k)
+    values = torch.tensor(preset.values, dtype=torch.float64)  # (n,)
+    return values[torch.arange(k) % values.numel()]  # (K,)
 
 
 @dataclass(frozen=True, slots=True)

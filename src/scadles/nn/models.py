@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -11,32 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scadles.errors import UserError
+from scadles.nn.base import Model, ModelBuilder, NormAct
 from scadles.nn.norm import NORMS, SegmentBatchNorm, make_norm
+from scadles.nn.paper_models import CIFAR_MODELS, Bottleneck
 from scadles.registry import Registry
-
-
-class Model(nn.Module):
-    """A classifier: forward(x (N, *input_shape)) -> logits (N, num_classes), set by subclasses.
-
-    Per-device BatchNorm layers read the device of each row from `device_segments`.
-    """
-
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
-        super().__init__()
-        self.input_shape = input_shape
-        self.num_classes = num_classes
-
-
-class NormAct(nn.Module):
-    """Normalise then ReLU."""
-
-    def __init__(self, norm: str, channels: int, groups: int) -> None:
-        super().__init__()
-        self.norm = make_norm(norm, channels, groups)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Return relu(norm(x))."""
-        return F.relu(self.norm(x))
 
 
 class MLP(Model):
@@ -170,9 +148,8 @@ class ResNet(Model):
         return self.head(h.mean((2, 3)))  # type: ignore[no-any-return]
 
 
-# (input_shape, num_classes, norm, width, groups) -> an uninitialised model; build_model draws
-# its weights. Register a builder to add a model.
-ModelBuilder = Callable[[tuple[int, ...], int, str, int, int], Model]
+# (input_shape, num_classes, norm, width, groups) -> an uninitialised model (ModelBuilder);
+# build_model draws its weights. Register a builder to add a model.
 MODELS: Registry[ModelBuilder] = Registry(
     "model",
     {
@@ -181,9 +158,13 @@ MODELS: Registry[ModelBuilder] = Registry(
         "cnn2d": CNN2d,
         "resnet8": partial(ResNet, blocks=1),
         "resnet20": partial(ResNet, blocks=3),
+        **CIFAR_MODELS,  # resnet152, vgg19_bn
     },
     key="model.name",
 )
+
+
+IMAGE_MODELS = ("cnn2d", "resnet8", "resnet20", *CIFAR_MODELS)  # inputs (C, H, W) or (H, W)
 
 
 def _check(name: str, input_shape: tuple[int, ...], num_classes: int, norm: str) -> None:
@@ -193,7 +174,7 @@ def _check(name: str, input_shape: tuple[int, ...], num_classes: int, norm: str)
     NORMS.get(norm)  # an unknown name lists the known ones
     if num_classes < 1 or not input_shape or min(input_shape) < 1:
         raise UserError(f"model: bad input shape {input_shape} or class count {num_classes}")
-    ranks = {"cnn1d": (1, 2), "cnn2d": (2, 3), "resnet8": (2, 3), "resnet20": (2, 3)}
+    ranks = {"cnn1d": (1, 2), **dict.fromkeys(IMAGE_MODELS, (2, 3))}
     if name in ranks and len(input_shape) not in ranks[name]:
         raise UserError(
             f"model.name: {name} needs input shape of rank {ranks[name]}, got {input_shape}"
@@ -201,7 +182,8 @@ def _check(name: str, input_shape: tuple[int, ...], num_classes: int, norm: str)
 
 
 def init_params(model: nn.Module, gen: torch.Generator | None = None) -> None:
-    """Draw every weight from gen: He-normal convs, PyTorch-default linears, unit/zero norms."""
+    """Draw every weight from gen: He-normal convs, PyTorch-default linears, unit/zero norms
+    (and a zero last conv in the residual branches of an unnormalised bottleneck ResNet)."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.Conv1d | nn.Conv2d):
@@ -217,6 +199,9 @@ def init_params(model: nn.Module, gen: torch.Generator | None = None) -> None:
             elif isinstance(m, SegmentBatchNorm | nn.GroupNorm):
                 m.weight.fill_(1.0)
                 m.bias.zero_()
+        for m in model.modules():
+            if isinstance(m, Bottleneck) and m.zero_init_last:
+                m.conv3.weight.zero_()
 
 
 def build_model(
@@ -228,14 +213,20 @@ def build_model(
     width: int = 32,
     groups: int = 8,
     gen: torch.Generator | None = None,
+    meta: bool = False,
 ) -> Model:
-    """Build model name for inputs (N, *input_shape), initialised from gen (global RNG if None)."""
+    """Build model name for inputs (N, *input_shape), initialised from gen (global RNG if None).
+
+    `meta=True` builds it on the meta device: shapes only, no weights allocated or drawn (sizes).
+    """
     input_shape = tuple(int(d) for d in input_shape)
     _check(name, input_shape, num_classes, norm)
     if width < 1 or groups < 1:
         raise UserError(f"model: width and groups must be >= 1, got width={width} groups={groups}")
-    model = MODELS.get(name)(input_shape, num_classes, norm, width, groups)
-    init_params(model, gen)
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        model = MODELS.get(name)(input_shape, num_classes, norm, width, groups)
+    if not meta:
+        init_params(model, gen)
     return model
 
 

@@ -49,6 +49,7 @@ class StepReport:
     injection_bytes: float  # bytes those samples crossed links with
     host_s: float  # wall-clock seconds the host spent on the step
     switch_signal: float | None = None  # the compression switch's raw signal, mean over devices
+    compress_s: float = 0.0  # modelled compression compute per device (scadles.timing)
 
 
 @dataclass(frozen=True, slots=True)

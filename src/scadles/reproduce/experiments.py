@@ -1,8 +1,10 @@
 """The paper's experiments on data that runs here: each returns reproduction rows.
 
-Every experiment reads its setting from configs/paper/<name>.toml ([paper] sections 4-5, adapted
-to MNIST-1D) and sets only what its grid varies: the rate set, the buffer policy, the
-compression ratio and threshold, the injection. `--quick` keeps fewer grid points.
+Every experiment reads its setting from configs/<track>/<name>.toml ([paper] sections 4-5,
+adapted to MNIST-1D or Fashion-MNIST) and sets only what its grid varies: the rate set, the
+buffer policy, the compression ratio and threshold, the injection. Tables IV-VI and Figs. 6-7
+run once per paper model (settings.py: ResNet152 as the TOMLs hold it, VGG19's hyper-parameters
+on top). `--quick` keeps fewer grid points and the ResNet152 setting only.
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scadles.data.rates import preset_rates
+from scadles.config.load import Config
 from scadles.report.records import iter_jsonl
 from scadles.reproduce import paper
-from scadles.reproduce.runs import Row, Runs, at_target, pct, row, time_to
+from scadles.reproduce.analytic import fig1, table2
+from scadles.reproduce.runs import Row, Runs, at_target, final, metric, row, time_to
+from scadles.reproduce.settings import RESNET152, VGG19, Setting
 
 GIB_PER_SAMPLE = paper.SAMPLE_BYTES / paper.GIB  # the paper's buffers in GB at 3 KB per sample
 RESNET_PARAMS = 60_200_000
 INJECTIONS = (0.05, 0.1, 0.25, 0.5)
-TOP1 = "final top-1 (paper: top-5)"
 RESNET_COMM = "communication at ResNet152's 60.2M parameters"
+RES = RESNET152.model
 
 
 def _quick(runs: Runs, steps: int) -> dict[str, Any]:
@@ -35,29 +39,52 @@ def _rate_sets(runs: Runs, quick_sets: tuple[str, ...]) -> dict[str, str]:
     return {k: v for k, v in sets.items() if not runs.opts.quick or k in quick_sets}
 
 
-def _speedup_rows(exp: str, tag: str, comp: dict[str, Any], k: int) -> list[Row]:
-    """Return speedup, final top-1 delta, buffer reduction (GB at 3 KB) and times to target."""
+def _settings(runs: Runs) -> tuple[Setting, ...]:
+    """Return the paper models to stand in for: ResNet152, and VGG19 unless --quick."""
+    return (RESNET152,) if runs.opts.quick else (RESNET152, VGG19)
+
+
+def _config(runs: Runs, name: str, st: Setting, sets: dict[str, Any]) -> Config:
+    """Return configs/<track>/<name>.toml with the setting's keys, then the experiment's."""
+    return runs.config(name, dict(st.sets) | sets)
+
+
+def _row(
+    st: Setting, exp: str, q: str, v: float | None, unit: str, note: str = "", **kw: Any
+) -> Row:
+    """Return a row of the setting: quantity prefixed like the paper's values of its model."""
+    return row(exp, f"{st.prefix}{q}", v, unit, note, setting=st.model, **kw)
+
+
+def _speedup_rows(st: Setting, exp: str, tag: str, comp: dict[str, Any], k: int) -> list[Row]:
+    """Return speedup, final accuracy delta, buffer reduction (GB at 3 KB) and times to target."""
     s, d = comp["runs"]["scadles"], comp["runs"]["ddl"]
+    m = metric(s)
     b_s, _ = at_target(s, "buffer_total")
     b_d, _ = at_target(d, "buffer_total")
-    steps = f"target {comp['target_accuracy']:.0%} top-1; {s['steps']} / {d['steps']} steps"
+    target = f"target {comp['target_accuracy']:.0%}; {s['steps']} / {d['steps']} steps"
     held = f"{k} devices, 3 KB/sample, DDL - ScaDLES held at target"
+    f_s, f_d = final(s), final(d)
+    delta = f_s - f_d if f_s is not None and f_d is not None else None
+    comm = f"; {st.comm}" if st.comm else ""
     return [
-        row(exp, f"{tag}speedup", comp["speedup"], "x", steps),
-        row(exp, f"{tag}accuracy delta", pct(comp["accuracy_delta"]), "pp", "final top-1"),
-        row(exp, f"{tag}buffer reduction", (b_d - b_s) * GIB_PER_SAMPLE, "GB", held),
-        row(exp, f"{tag}time to target ScaDLES", s["time_to_target_s"], "s"),
-        row(exp, f"{tag}time to target DDL", d["time_to_target_s"], "s"),
+        _row(st, exp, f"{tag}speedup", comp["speedup"], "x", target + comm, metric=m),
+        _row(st, exp, f"{tag}accuracy delta", delta, "pp", "final", metric=m),
+        _row(st, exp, f"{tag}buffer reduction", (b_d - b_s) * GIB_PER_SAMPLE, "GB", held, metric=m),
+        _row(st, exp, f"{tag}time to target ScaDLES", s["time_to_target_s"], "s", metric=m),
+        _row(st, exp, f"{tag}time to target DDL", d["time_to_target_s"], "s", metric=m),
     ]
 
 
 def _at_targets(tag: str, comp: dict[str, Any]) -> list[Row]:
     """Return the speedup at other targets, from the same runs' evaluations."""
     out = []
+    m = metric(comp["runs"]["scadles"])
     for target in (0.8, 0.9, 0.95):
         t_s, t_d = (time_to(comp["runs"][p], target) for p in ("scadles", "ddl"))
         sp = t_d / t_s if t_s and t_d is not None else None
-        out.append(row("headline", f"{tag}speedup at {target:.0%}", sp, "x", "same runs"))
+        q = f"{tag}speedup at {target:.0%}"
+        out.append(row("headline", q, sp, "x", "same runs", metric=m, setting=RES))
     return out
 
 
@@ -67,8 +94,9 @@ def headline(runs: Runs) -> list[Row]:
     Two more comparisons isolate what differs from the paper: ScaDLES without compression, and
     communication charged at ResNet152's size instead of this model's.
     """
+    st = RESNET152
     own = runs.compare("headline", "own-size", runs.config("headline"))
-    out = _speedup_rows("headline", "", own, 16) + _at_targets("", own)
+    out = _speedup_rows(st, "headline", "", own, 16) + _at_targets("", own)
     emulate: dict[str, Any] = {"clock.emulate_params": RESNET_PARAMS}
     variants: dict[str, tuple[str, dict[str, Any], str]] = {
         "without compression: ": ("dense", {"compress.name": "none"}, "ScaDLES dense"),
@@ -76,113 +104,123 @@ def headline(runs: Runs) -> list[Row]:
     }
     for tag, (label, sets, why) in variants.items():
         comp = runs.compare("headline", label, runs.config("headline", sets))
-        for r in _speedup_rows("headline", tag, comp, 16)[:3]:
+        for r in _speedup_rows(st, "headline", tag, comp, 16)[:3]:
             same = paper.paper_value("headline", r["quantity"].removeprefix(tag))
             out.append(r | {"paper": same, "note": f"{why}; {r['note']}"})
-    return out
-
-
-def table2(runs: Runs) -> list[Row]:
-    """Table II: data accumulated (GB) by Eq. 3 at 3 KB per sample."""
-    out = []
-    for (model, s, t), printed in paper.TABLE2_PRINTED.items():
-        ours = paper.table2_gb(model, s, t)
-        same = round(ours, len(repr(printed).split(".")[1])) == printed
-        note = "Eq. 3, 3072 B/sample, GiB" + ("" if same else "; the paper's arithmetic differs")
-        out.append(row("table2", f"{model} S={s:g} T={t:g}", round(ours, 4), "GB", note))
-    return out
-
-
-def fig1(runs: Runs) -> list[Row]:
-    """Fig. 1: seconds to gather a batch beyond the first, b/S - 1, max/min over devices."""
-    out = []
-    for rs, b, side in paper.FIG1_READ:
-        rates = paper.AUTHORS_RATES.get(rs)
-        note = "authors' rate list"
-        if rates is None:
-            rates = tuple(preset_rates(paper.RATE_SETS[rs], 16).tolist())
-            note = "our 16-device preset (the paper lists no rates)"
-        ours = paper.fig1_latency(rates, b, side)
-        out.append(row("fig1", f"{rs} b={b} {side} latency", round(ours, 3), "s", note))
     return out
 
 
 def table4(runs: Runs) -> list[Row]:
     """Table IV: ScaDLES' buffer per device at the target, persistence vs truncation."""
     out = []
-    for rs, preset in _rate_sets(runs, ("S1", "S'1")).items():
-        held = {}
-        for policy in ("persistence", "truncation"):
-            sets = {"streams.rates": preset, "buffer.policy": policy}
-            s = runs.run("table4", f"{preset}/{policy}", runs.config("table4", sets))
-            total, reached = at_target(s, "buffer_total")
-            held[policy] = total / s["devices"]
-            note = "mean per device at target" if reached else "target not reached: at the end"
-            out.append(row("table4", f"{rs} {policy} buffer", held[policy], "samples/device", note))
-        ratio = held["persistence"] / held["truncation"] if held["truncation"] else None
-        out.append(row("table4", f"{rs} buffer reduction", ratio, "x", "persistence / truncation"))
+    for st in _settings(runs):
+        for rs, preset in _rate_sets(runs, ("S1", "S'1")).items():
+            held = {}
+            for policy in ("persistence", "truncation"):
+                sets = {"streams.rates": preset, "buffer.policy": policy}
+                cfg = _config(runs, "table4", st, sets)
+                s = runs.run("table4", f"{st.folder}{preset}/{policy}", cfg)
+                total, reached = at_target(s, "buffer_total")
+                held[policy] = total / s["devices"]
+                note = "mean per device at target" if reached else "target not reached: at the end"
+                q, unit = f"{rs} {policy} buffer", "samples/device"
+                out.append(_row(st, "table4", q, held[policy], unit, note, metric=metric(s)))
+            ratio = held["persistence"] / held["truncation"] if held["truncation"] else None
+            note = "persistence / truncation"
+            out.append(
+                _row(st, "table4", f"{rs} buffer reduction", ratio, "x", note, metric=metric(s))
+            )
     return out
 
 
 def table5(runs: Runs) -> list[Row]:
-    """Table V: CNC, final top-1 and floats to the target per (CR, delta), and dense."""
+    """Table V: CNC, final accuracy and floats to the target per (CR, delta), and dense."""
     grid = [(r, d) for r in (0.1, 0.01) for d in (0.1, 0.2, 0.3, 0.4)]
     if runs.opts.quick:
         grid = [(0.1, 0.3)]
-    floats = "per device, at ResNet152's size"
     budget = _quick(runs, 400)
-    dense = runs.run("table5", "dense", runs.config("table5", {"compress.name": "none"} | budget))
-    out = [
-        row("table5", "dense floats to target", dense["floats_to_target"], "floats", floats),
-        row("table5", "dense accuracy", pct(dense["final_accuracy"]), "%", TOP1),
-    ]
-    for cr, delta in grid:
-        sets = {"compress.ratio": cr, "compress.delta": delta} | budget
-        s = runs.run("table5", f"ratio={cr},delta={delta}", runs.config("table5", sets))
-        tag = f"CR {cr} delta {delta}"
+    out = []
+    for st in _settings(runs):
+        floats = f"per device, at {st.model}'s size"
+        sets = {"compress.name": "none"} | budget
+        dense = runs.run("table5", f"{st.folder}dense", _config(runs, "table5", st, sets))
+        m = metric(dense)
         out += [
-            row("table5", f"{tag} CNC", s["compressed_fraction"], "fraction"),
-            row("table5", f"{tag} accuracy", pct(s["final_accuracy"]), "%", TOP1),
-            row("table5", f"{tag} floats to target", s["floats_to_target"], "floats", floats),
+            _row(
+                st,
+                "table5",
+                "dense floats to target",
+                dense["floats_to_target"],
+                "floats",
+                floats,
+                metric=m,
+            ),
+            _row(st, "table5", "dense accuracy", final(dense), "%", "final", metric=m),
         ]
+        for cr, delta in grid:
+            sets = {"compress.ratio": cr, "compress.delta": delta} | budget
+            s = runs.run(
+                "table5", f"{st.folder}ratio={cr},delta={delta}", _config(runs, "table5", st, sets)
+            )
+            tag = f"CR {cr} delta {delta}"
+            out += [
+                _row(st, "table5", f"{tag} CNC", s["compressed_fraction"], "fraction"),
+                _row(st, "table5", f"{tag} accuracy", final(s), "%", "final", metric=m),
+                _row(
+                    st,
+                    "table5",
+                    f"{tag} floats to target",
+                    s["floats_to_target"],
+                    "floats",
+                    floats,
+                    metric=m,
+                ),
+            ]
     return out
 
 
 def table6(runs: Runs) -> list[Row]:
     """Table VI: full ScaDLES vs DDL at the four rate sets."""
     out = []
-    for rs, preset in _rate_sets(runs, ("S'1",)).items():
-        comp = runs.compare("table6", preset, runs.config("table6", {"streams.rates": preset}))
-        out += _speedup_rows("table6", f"{rs} ", comp, 16)[:3]
+    for st in _settings(runs):
+        for rs, preset in _rate_sets(runs, ("S'1",)).items():
+            cfg = _config(runs, "table6", st, {"streams.rates": preset})
+            comp = runs.compare("table6", f"{st.folder}{preset}", cfg)
+            out += _speedup_rows(st, "table6", f"{rs} ", comp, 16)[:3]
     return out
 
 
-def _fig6_runs(runs: Runs) -> dict[str, dict[str, Any]]:
-    """Return rate set -> comparison of weighted aggregation (dense, persistence) vs DDL."""
-    sets = _rate_sets(runs, ("S'1",))
-    return {
-        rs: runs.compare("fig6", p, runs.config("fig6", {"streams.rates": p} | _quick(runs, 300)))
-        for rs, p in sets.items()
-    }
+def _fig6_runs(runs: Runs) -> dict[tuple[Setting, str], dict[str, Any]]:
+    """Return (setting, rate set) -> comparison of weighted aggregation (dense) vs DDL."""
+    out = {}
+    for st in _settings(runs):
+        for rs, p in _rate_sets(runs, ("S'1",)).items():
+            cfg = _config(runs, "fig6", st, {"streams.rates": p} | _quick(runs, 300))
+            out[st, rs] = runs.compare("fig6", f"{st.folder}{p}", cfg)
+    return out
 
 
 def fig6(runs: Runs) -> list[Row]:
     """Fig. 6: weighted aggregation only (dense, persistence for both) vs DDL: speedup."""
     out = []
-    note = f"{RESNET_COMM}; persistence for both"
-    for rs, comp in _fig6_runs(runs).items():
-        out.append(row("fig6", f"{rs} speedup", comp["speedup"], "x", note))
-        out.append(row("fig6", f"{rs} accuracy delta", pct(comp["accuracy_delta"]), "pp", TOP1))
+    for (st, rs), comp in _fig6_runs(runs).items():
+        note = f"{st.comm or RESNET_COMM}; persistence for both"
+        s, d = comp["runs"]["scadles"], comp["runs"]["ddl"]
+        f_s, f_d = final(s), final(d)
+        delta = f_s - f_d if f_s is not None and f_d is not None else None
+        out.append(_row(st, "fig6", f"{rs} speedup", comp["speedup"], "x", note, metric=metric(s)))
+        out.append(_row(st, "fig6", f"{rs} accuracy delta", delta, "pp", "final", metric=metric(s)))
     return out
 
 
 def fig7(runs: Runs) -> list[Row]:
     """Fig. 7: persistent buffer at the end of the runs, DDL / ScaDLES."""
     out = []
-    for rs, comp in _fig6_runs(runs).items():
+    for (st, rs), comp in _fig6_runs(runs).items():
         s, d = comp["runs"]["scadles"], comp["runs"]["ddl"]
         ratio = d["buffer_final_samples"] / max(s["buffer_final_samples"], 1)
-        out.append(row("fig7", f"{rs} buffer ratio", ratio, "x", f"after {s['steps']} steps each"))
+        note = f"after {s['steps']} steps each"
+        out.append(_row(st, "fig7", f"{rs} buffer ratio", ratio, "x", note))
     return out
 
 
@@ -197,8 +235,9 @@ def fig8(runs: Runs) -> list[Row]:
         k25 = {"devices.count": 25, "devices.partition": "shards", "devices.shards_per_device": 4}
         families["25 devices "] = k25
     out = []
+    vgg = "VGG19's partition (25 devices, 4 label shards each), ResNet152's hyper-parameters"
     for fam, base in families.items():
-        where = "k25/" if fam else ""
+        where, model, note = ("k25/", VGG19.model, vgg) if fam else ("", RES, "final")
         points: dict[str, dict[str, Any]] = {"none": {}, "(0.5, 0.5)": _inject(0.5)}
         if not runs.opts.quick and not fam:
             points |= {f"({a}, {a})": _inject(a) for a in INJECTIONS}
@@ -206,7 +245,8 @@ def fig8(runs: Runs) -> list[Row]:
         for name, sets in points.items():
             cfg = runs.config("fig8", base | sets | _quick(runs, 300))
             s = runs.run("fig8", f"{where}{name}", cfg)
-            out.append(row("fig8", f"{fam}{name} accuracy", pct(s["final_accuracy"]), "%", TOP1))
+            q = f"{fam}{name} accuracy"
+            out.append(row("fig8", q, final(s), "%", note, metric=metric(s), setting=model))
     return out
 
 
@@ -222,7 +262,8 @@ def fig9(runs: Runs) -> list[Row]:
             steps = iter_jsonl(Path(s["dir"]) / "steps.jsonl")
             kb = statistics.median(r["injected"] / k * paper.SAMPLE_BYTES / 1024 for r in steps)
             note = f"received per device, median over steps, {k} devices"
-            out.append(row("fig9", f"{rs} ({a}, {a}) transfer per iteration", kb, "KB", note))
+            q = f"{rs} ({a}, {a}) transfer per iteration"
+            out.append(row("fig9", q, kb, "KB", note, setting=RES))
     return out
 
 

@@ -18,6 +18,7 @@ from scadles.compress.registry import DENSE
 from scadles.compress.switches import SWITCHES, SwitchArgs, exchange_style
 from scadles.config.load import Config
 from scadles.config.schema import resolved_buffer_policy, resolved_lr_scaling
+from scadles.data.augment import make_augment
 from scadles.data.buffer import StreamBuffer
 from scadles.data.datasets import Dataset, load_dataset
 from scadles.data.injection import Injection
@@ -35,9 +36,9 @@ from scadles.feeds.sim import SimFeed
 from scadles.grads import PerDeviceGrads, layer_shapes, layer_sizes
 from scadles.live.bucket import ThrottledCollective, TokenBucket
 from scadles.live.source import LiveSource, open_source, stream_names
-from scadles.nn import build_model, param_count
+from scadles.nn import build_model, emulated_size, param_count, tensor_size
 from scadles.policies import POLICIES, BatchRule
-from scadles.timing import StepClock, VirtualClock, WallClock
+from scadles.timing import StepClock, VirtualClock, WallClock, compress_costs
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ def exchange(
     if feedback is None:  # error feedback corrects bias; an unbiased code needs none
         feedback = not any(getattr(lv, "unbiased", False) for lv in levels)
     memory = ErrorFeedback.zeros(devices[1] - devices[0], p, enabled=feedback)
+    dev = device_of(model)  # per-device state lives beside the gradients (run.device)
+    memory.residual = memory.residual.to(dev)
     t = cfg.train
     velocity = (
         LocalMomentum(
@@ -160,6 +163,8 @@ def exchange(
         if c.momentum_correction
         else None
     )
+    if velocity is not None:
+        velocity.velocity = velocity.velocity.to(dev)
     log.info("compression: %s at ratio %g, switch %s", name, c.ratio, kind)
     scale = comm_params / max(p, 1)
     grads = PerDeviceGrads(model)
@@ -195,11 +200,34 @@ def dataset(cfg: Config) -> Dataset:
     )
 
 
+def run_device(name: str) -> torch.device:
+    """Return the device run.device names: auto is cuda when torch sees a GPU, else cpu."""
+    cuda = torch.cuda.is_available()
+    if name not in ("auto", "cpu", "cuda"):
+        raise UserError(f"run.device: unknown device {name!r}; known: auto, cpu, cuda")
+    if name == "cuda" and not cuda:
+        raise UserError(
+            "run.device: 'cuda' asked for, but torch.cuda.is_available() is false here; "
+            "allowed on this machine: auto, cpu"
+        )
+    return torch.device("cuda" if cuda and name != "cpu" else "cpu")
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Return the device of model's first parameter (cpu for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def _model(
-    cfg: Config, data: Dataset, coll: Collective | None, model: torch.nn.Module | None = None
+    cfg: Config,
+    data: Dataset,
+    coll: Collective | None,
+    model: torch.nn.Module | None = None,
+    device: torch.device | None = None,
 ) -> torch.nn.Module:
-    """Return the user's model or build the configured one; in real mode every rank starts from
-    rank 0's weights."""
+    """Return the user's model or build the configured one, on `device` (the one place the model
+    is placed; its weights are drawn on the CPU first, so a seed gives the same weights on every
+    device); in real mode every rank starts from rank 0's weights."""
     m = cfg.model
     if model is None:
         model = build_model(
@@ -211,6 +239,8 @@ def _model(
             groups=m.groups,
             gen=generator(cfg.train.seed, "model"),
         )
+    if device is not None:
+        model = model.to(device)
     if coll is not None and coll.world > 1:
         with torch.no_grad():
             for prm in model.parameters():
@@ -246,12 +276,36 @@ def profiles(cfg: Config, k: int) -> clock.DeviceProfiles:
     )
 
 
-def _comm_params(cfg: Config, model: torch.nn.Module) -> float:
+def comm_size(cfg: Config, data: Dataset, model: torch.nn.Module) -> tuple[int, int]:
+    """Return (parameters, parameter tensors) communication is accounted at.
+
+    clock.emulate_params unset: the model's own; an integer: that many parameters in the model's
+    own tensors; a name: `scadles.nn.emulated_size` (the paper's sizes for resnet152 / vgg19_bn,
+    else that registered model at this data shape with the run's model.norm, width, groups).
+    """
+    own = tensor_size(model)
+    emulated, m = cfg.clock.emulate_params, cfg.model
+    if emulated is None:
+        return own
+    if isinstance(emulated, int):
+        return emulated, own[1]
+    return emulated_size(
+        emulated, data.input_shape, data.num_classes, norm=m.norm, width=m.width, groups=m.groups
+    )
+
+
+def _comm_params(cfg: Config, data: Dataset, model: torch.nn.Module) -> float:
     """Return the parameter count communication is accounted at."""
     real = param_count(model)
-    emulated = cfg.clock.emulate_params
-    log.info("model %s: %d parameters; communication at %s", cfg.model.name, real, emulated)
-    return float(emulated if emulated is not None else real)
+    params, tensors = comm_size(cfg, data, model)
+    log.info(
+        "model %s: %d parameters; communication at %d parameters in %d tensors",
+        cfg.model.name,
+        real,
+        params,
+        tensors,
+    )
+    return float(params)
 
 
 def _check_devices(cfg: Config, data: Dataset) -> None:
@@ -282,6 +336,7 @@ def engine(
 
     For a live source, `positions` and `start_s` continue a run from a checkpoint.
     """
+    device = run_device(cfg.run.device)
     data = data if data is not None else dataset(cfg)
     _check_devices(cfg, data)
     seed, k, t = cfg.train.seed, cfg.devices.count, cfg.train
@@ -292,8 +347,8 @@ def engine(
     if live:
         timed = _throttled(cfg, coll, devices[0])
         coll = timed
-    net = _model(cfg, data, coll, model)
-    comm_params = _comm_params(cfg, net)
+    net = _model(cfg, data, coll, model, device)
+    comm_params = _comm_params(cfg, data, net)
     feed: Feed
     step_clock: StepClock
     sizes: list[int] | None = None  # each device's partition, where the feed replays one
@@ -332,7 +387,9 @@ def engine(
             sample_bytes=cfg.data.sample_bytes or data.sample_bytes,
             devices=devices,
         )
-        step_clock = VirtualClock(profiles(cfg, k))
+        messages = comm_size(cfg, data, net)[1]  # one message per tensor [authors' code]
+        costs = compress_costs(comm_params, cfg.compress.rank)  # charged at the accounted size
+        step_clock = VirtualClock(profiles(cfg, k), messages, costs)
     purpose = "compress" if coll.world == 1 else f"compress/rank{coll.rank}"
     return Engine(
         model=net,
@@ -345,6 +402,8 @@ def engine(
         exchange=exchange(cfg, net, k, comm_params, coll, sizes),
         compress_gen=generator(seed, purpose),
         eval_batch=cfg.eval.batch_size,
+        augment=make_augment(cfg.data.augment, data.x_train, f"data.name = {cfg.data.name!r}"),
+        augment_gen=generator(seed, purpose.replace("compress", "augment")),
     )
 
 

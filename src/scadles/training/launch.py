@@ -1,7 +1,8 @@
 """Real mode: one process per rank under torchrun, each training its slice of the devices.
 
 `scadles launch --nproc N CONFIG ...` starts `python -m torch.distributed.run ... -m
-scadles.training.launch CONFIG ...`; this module is what every rank runs. gloo on CPU, nccl on CUDA.
+scadles.training.launch CONFIG ...`; this module is what every rank runs. gloo on CPU, nccl on CUDA
+(run.device: auto picks CUDA when torch sees a GPU, as in the simulator).
 Across machines, pass torchrun's own flags (--nnodes, --node-rank, --master-addr, --master-port).
 """
 
@@ -24,7 +25,7 @@ from torch._C._distributed_c10d import PrefixStore, TCPStore
 from scadles.comm import TorchCollective
 from scadles.config.load import load_config, replace_key
 from scadles.errors import UserError
-from scadles.training import checkpoint, runner
+from scadles.training import build, checkpoint, runner
 
 
 def torchrun_command(
@@ -113,15 +114,20 @@ def _rank_main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(max(args.threads, 1))
         with contextlib.suppress(RuntimeError):  # allowed only before inter-op work starts
             torch.set_num_interop_threads(max(args.threads, 1))
-    cuda = torch.cuda.is_available()
+    try:  # before the process group: a bad config or device exits 2 without a rendezvous
+        cfg = replace_key(load_config(args.config, args.overrides), "run.mode", "dist")
+        cuda = build.run_device(cfg.run.device).type == "cuda"  # the simulator's choice too
+    except UserError as e:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"scadles: error: {e}", file=sys.stderr)
+        return 2
     _init_group("nccl" if cuda else "gloo")
     device = None
-    if cuda:
+    if cuda:  # this rank's GPU; the engine places the model on the current device
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     try:
-        cfg = replace_key(load_config(args.config, args.overrides), "run.mode", "dist")
         coll = TorchCollective(device)
         resume = args.resume or _restarted_with_checkpoint(args.out, coll)
         restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0

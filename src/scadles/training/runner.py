@@ -27,7 +27,6 @@ from scadles.engine import Engine
 from scadles.errors import UserError
 from scadles.feeds import StreamsEnded
 from scadles.live.base import LiveSource
-from scadles.nn import param_count
 from scadles.report.labels import plot_label_distribution
 from scadles.report.records import (
     EvalReport,
@@ -292,7 +291,6 @@ def _summary(
     books = eng.feed.accounting()
     exposed = exposure(books.shared, books.own_trained)  # (K,) fraction of own samples that left
     elapsed = max(eng.counters.t, 1e-12)
-    emulated = cfg.clock.emulate_params
     return acc.finish(
         policy=cfg.policy.name,
         mode=cfg.run.mode,
@@ -309,7 +307,7 @@ def _summary(
         stream_rates_measured=(books.arrived.double() / elapsed).tolist(),
         threads=torch.get_num_threads(),
         clock_profile=cfg.clock.profile,
-        comm_params=int(emulated) if emulated is not None else param_count(eng.model),
+        comm_params=build.comm_size(cfg, eng.data, eng.model)[0],
         **fields,
     )
 
