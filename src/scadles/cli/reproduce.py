@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
         "--quick",
         action="store_true",
         help="smaller budgets and grids, ResNet152 setting only (~15 min); the full run adds "
-        "the VGG19 setting to Tables IV-VI and Figs. 6-7",
+        "the VGG19 setting to Tables IV-VI and Figs. 6-7 (mnist1d track; fmnist runs ResNet152's)",
     )
     p.add_argument("--only", default=None, metavar="NAME", help=f"one of: {', '.join(EXPERIMENTS)}")
     tracks = ", ".join(f"{k} (configs/{v}/)" for k, v in TRACKS.items())

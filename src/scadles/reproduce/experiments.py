@@ -19,10 +19,10 @@ from scadles.report.records import iter_jsonl
 from scadles.reproduce import paper
 from scadles.reproduce.analytic import fig1, table2
 from scadles.reproduce.runs import Row, Runs, at_target, final, metric, row, time_to
-from scadles.reproduce.settings import RESNET152, VGG19, Setting
+from scadles.reproduce.settings import RESNET152, TRACK_SETTINGS, VGG19, Setting
 
 GIB_PER_SAMPLE = paper.SAMPLE_BYTES / paper.GIB  # the paper's buffers in GB at 3 KB per sample
-RESNET_PARAMS = 60_200_000
+RESNET_SIZE = "resnet152"  # 60,192,808 parameters in 467 tensors, as clock.emulate_params
 INJECTIONS = (0.05, 0.1, 0.25, 0.5)
 RESNET_COMM = "communication at ResNet152's 60.2M parameters"
 RES = RESNET152.model
@@ -40,8 +40,8 @@ def _rate_sets(runs: Runs, quick_sets: tuple[str, ...]) -> dict[str, str]:
 
 
 def _settings(runs: Runs) -> tuple[Setting, ...]:
-    """Return the paper models to stand in for: ResNet152, and VGG19 unless --quick."""
-    return (RESNET152,) if runs.opts.quick else (RESNET152, VGG19)
+    """Return the paper models to stand in for: the track's (TRACK_SETTINGS); --quick: ResNet152."""
+    return (RESNET152,) if runs.opts.quick else TRACK_SETTINGS[runs.opts.track]
 
 
 def _config(runs: Runs, name: str, st: Setting, sets: dict[str, Any]) -> Config:
@@ -97,7 +97,7 @@ def headline(runs: Runs) -> list[Row]:
     st = RESNET152
     own = runs.compare("headline", "own-size", runs.config("headline"))
     out = _speedup_rows(st, "headline", "", own, 16) + _at_targets("", own)
-    emulate: dict[str, Any] = {"clock.emulate_params": RESNET_PARAMS}
+    emulate: dict[str, Any] = {"clock.emulate_params": RESNET_SIZE}
     variants: dict[str, tuple[str, dict[str, Any], str]] = {
         "without compression: ": ("dense", {"compress.name": "none"}, "ScaDLES dense"),
         "ResNet152-size comm: ": ("resnet-size", emulate, RESNET_COMM),
