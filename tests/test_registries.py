@@ -22,6 +22,7 @@ import torch
 from scadles.clock import PROFILES, make_profiles
 from scadles.compress.registry import COMPRESSORS, make_compressor
 from scadles.compress.switches import SWITCHES, SwitchArgs
+from scadles.compress.timeaware import MeasuredCosts
 from scadles.config.load import SCHEMA, load_config  # imports every registry the config reads
 from scadles.data.buffer import BUFFER_POLICIES
 from scadles.data.datasets import DATASETS, load_dataset
@@ -248,9 +249,14 @@ def test_every_compressor_round_trips_the_shape(name: str) -> None:
 @pytest.mark.parametrize("per_layer", [False, True])
 @pytest.mark.parametrize("name", entries(SWITCHES))
 def test_every_switch_builds_and_decides(name: str, per_layer: bool) -> None:
+    candidates = ("none", "topk:0.25", "powersgd:2")  # what the time-aware switch picks from
     args = SwitchArgs(ratio=0.25, delta=0.3, ewma=0.9, eta=0.5, critical_ratio=1.0,
                       per_layer=per_layer, layers=LAYERS, devices=K, reduce=None,
-                      make=lambda r: make_compressor("topk", ratio=r))  # fmt: skip
+                      make=lambda r: make_compressor("topk", ratio=r),
+                      candidates=candidates, costs=MeasuredCosts(len(candidates), 20),
+                      named=lambda n, kw: make_compressor(n, layers=LAYERS, shapes=LAYER_SHAPES,
+                                                          **kw),
+                      weights=lambda b: b.double() / b.double().sum())  # fmt: skip
     levels, switch = SWITCHES.get(name)(args)
     assert len(levels) >= 1
     acc = torch.randn(K, P, generator=torch.Generator().manual_seed(3), dtype=torch.float64)

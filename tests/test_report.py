@@ -339,6 +339,23 @@ def test_plot_comparison_writes_png_files(tmp_path: Path) -> None:
         assert p.stat().st_size > 1000
 
 
+def test_plot_comparison_draws_the_exchange_choices_of_compressing_runs(tmp_path: Path) -> None:
+    # Arrange: a run whose steps logged the time-aware switch's choices, and a dense one
+    runs = {p: _fake_run(tmp_path, p, 30, s) for s, p in enumerate(["time-aware", "ddl"])}
+    steps = runs["time-aware"] / "steps.jsonl"
+    rows = read_jsonl(steps)
+    with JsonlWriter(steps) as w:
+        for i, r in enumerate(rows):
+            w.write(r | {"choice": "none" if i < 10 else "powersgd:4"})
+    # Act
+    out = plots.plot_comparison(tmp_path / "cmp", runs)
+    loaded = plots._load(runs["time-aware"]).steps.choice
+    # Assert
+    assert (tmp_path / "cmp" / "exchange_choices.png") in out
+    assert loaded[:10] == ["none"] * 10 and set(loaded[10:]) == {"powersgd:4"}
+    assert not any(plots._load(runs["ddl"]).steps.choice)
+
+
 def test_plot_run_writes_png_files(tmp_path: Path) -> None:
     d = _fake_run(tmp_path, "one", 12, 7)
     out = plots.plot_run(d)

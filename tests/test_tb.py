@@ -42,7 +42,7 @@ def test_scalars_read_back_under_step_and_eval_tags(tmp_path: Path) -> None:
             tb.write(s)
         tb.write(EVAL)
     got = read_scalars(tmp_path)
-    not_scalar = ("step", "batch_sizes", "buffer_sizes")
+    not_scalar = ("step", "batch_sizes", "buffer_sizes", "choice")  # choice: text
     numeric = [f.name for f in fields(StepReport) if f.name not in not_scalar]
     want = {f"step/{n}": [(s.step, float(getattr(s, n))) for s in steps] for n in numeric}
     want |= {f"eval/{f.name}": [(2, float(getattr(EVAL, f.name)))] for f in fields(EVAL)[1:]}

@@ -108,6 +108,8 @@ class Engine:
         timing = self.clock.finish(
             fill.wait + fill.moved, b, ex.collective, ex.nbytes, ex.compressors_run
         )
+        if isinstance(self.exchange, Exchange):  # a time-aware switch learns the step's cost
+            self.exchange.observe(timing.wait_s, timing.compute_s, timing.comm_s)
         counts = self.feed.end_step(timing.t, c.step)
         n = int(b.sum())
         c.step, c.t, c.samples_trained = c.step + 1, timing.t, c.samples_trained + n
@@ -137,6 +139,7 @@ class Engine:
             epoch=self.epoch,
             host_s=time.perf_counter() - host0,
             switch_signal=ex.signal,
+            choice=ex.choice or None,
         )
 
     def _on_device(self, batch: Batch) -> Batch:

@@ -65,7 +65,8 @@ class Exchanged:
     loss: float  # weighted mean training loss over all devices
     correct: int  # prequential hits over all devices: rows right before this update
     signal: float | None = None  # the switch's raw signal, mean over this rank's devices
-    compressors_run: tuple[str, ...] = ()  # compressors each device ran: probe, then level
+    compressors_run: tuple[str, ...] = ()  # compressors each device ran: probes, then level
+    choice: str = ""  # the exchange used: the level's compressor, or the time-aware candidate
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +244,14 @@ class Exchange:
         if self.style.weigh_first:
             g = g * mine.weights.to(g.dtype)[:, None]  # (K_l, P) w_i g_i
         acc = self.feedback.compensate(g)  # (K_l, P)
-        probe = len(self.levels) - 1  # the most compressed level informs the switch
-        sent = self.levels[probe].compress(acc, gen)
-        kept = self.levels[probe].decompress(sent)  # (K_l, P)
+        # the most compressed level informs the switch; a switch whose `probe` is None (the
+        # time-aware one, which measures its candidates itself) gets no probe
+        probe: int | None = getattr(self.switch, "probe", len(self.levels) - 1)
+        sent: Payload | None = None
+        kept: torch.Tensor | None = None
+        if probe is not None:
+            sent = self.levels[probe].compress(acc, gen)
+            kept = self.levels[probe].decompress(sent)  # (K_l, P)
         correct = int((logits.argmax(dim=1) == mine.y).sum())
         wloss = float(mine.weights.to(loss) @ loss)  # (K,) weights stay on the CPU
         local = self.switch.decide(acc, kept, epoch, grad=g, b=mine.b)
@@ -253,10 +259,13 @@ class Exchange:
         comp = self.levels[level]
         compressed = getattr(comp, "name", "") not in DENSE
         keep = not compressed and self.style.dense_feedback == "keep"
-        if level != probe:
+        if level != probe or sent is None:
             sent = comp.compress(g if keep else acc, gen)
             if not keep:  # "keep": the residual stays what the probe left
                 kept = comp.decompress(sent)
+            elif kept is None:  # "keep" without a probe: the residual stays as it was
+                kept = g
+        assert kept is not None
         self.feedback.update(acc, kept)
         if self.momentum is not None and compressed:
             self.momentum.mask(kept)
@@ -279,10 +288,27 @@ class Exchange:
             loss=wloss,
             correct=correct,
             signal=_mean_signal(self.switch),
-            compressors_run=tuple(
-                getattr(self.levels[i], "name", "") for i in dict.fromkeys((probe, level))
+            compressors_run=(
+                *getattr(self.switch, "probed", ()),
+                *(
+                    getattr(self.levels[i], "name", "")
+                    for i in dict.fromkeys((probe, level))
+                    if i is not None
+                ),
             ),
+            choice=self._label(level),
         )
+
+    def _label(self, level: int) -> str:
+        """Return the name of the exchange at level: the switch's label, else the compressor's."""
+        labels = getattr(self.switch, "labels", None)
+        return str(labels[level]) if labels else str(getattr(self.levels[level], "name", ""))
+
+    def observe(self, wait_s: float, compute_s: float, comm_s: float) -> None:
+        """Tell a switch that learns from timings (time-aware) what the finished step took."""
+        observe = getattr(self.switch, "observe", None)
+        if observe is not None:
+            observe(compute_s=compute_s, comm_s=comm_s, wait_s=wait_s)
 
     def _agree(self, local: int, k: int, loss: float, correct: int) -> tuple[int, float, int]:
         """Return the level every rank uses and the summed loss and hits: one all-reduce.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,14 @@ BASE = [
 ]  # fmt: skip
 TOPK = ["--set", "compress.name=topk", "--set", "compress.policy=scadles"]
 BN = ["--set", "model.norm=batch"]
-POWERSGD = ["--set", "compress.name=powersgd", "--set", "compress.rank=2"]
+POWERSGD = [
+    "--set",
+    "compress.name=powersgd",
+    "--set",
+    "compress.rank=2",
+    "--set",
+    "compress.policy=fixed",
+]
 ACCORDION = [
     "--set",
     "compress.name=topk",
@@ -32,7 +40,14 @@ ACCORDION = [
     "--set",
     "compress.eta=0.1",
 ]
-CODE = ["--set", "compress.name=topk", "--set", "compress.policy=code", "--set", "compress.delta=0.2"]
+CODE = [
+    "--set",
+    "compress.name=topk",
+    "--set",
+    "compress.policy=code",
+    "--set",
+    "compress.delta=0.2",
+]
 MC = ["--set", "compress.momentum_correction=true", "--set", "compress.momentum_masking=false"]
 
 
@@ -81,3 +96,27 @@ def test_gloo_processes_match_the_simulator(nproc: int, extra: list[str], tmp_pa
 def test_device_count_must_divide_over_processes(tmp_path: Path) -> None:
     args = [*BASE, "--set", "devices.count=3", "--set", "streams.rates=[20, 40, 64]"]
     assert main(["launch", "--nproc", "2", *args, "--out", str(tmp_path)]) == 2
+
+
+def test_time_aware_ranks_pick_the_simulators_exchanges(tmp_path: Path) -> None:
+    # Arrange: a slow link and frequent probes, so that the choice changes during the run
+    args = [
+        *BASE,
+        *["--set", "compress.policy=time_aware", "--set", "compress.probe_every=3"],
+        *["--set", "clock.emulate_params=default", "--set", "clock.bandwidth_bps=1e6"],
+    ]
+    # Act
+    assert main(["run", *args, "--out", str(tmp_path / "sim"), "--quiet"]) == 0
+    assert main(["launch", "--nproc", "2", *args, "--out", str(tmp_path / "dist")]) == 0
+
+    # Assert: the same exchange at every step (ranks agree, or the vote stops the run), and the
+    # same parameters
+    def choices(run: Path) -> list[str]:
+        lines = (run / "steps.jsonl").read_text().splitlines()
+        return [json.loads(x)["choice"] for x in lines]
+
+    sim, real = choices(tmp_path / "sim"), choices(tmp_path / "dist")
+    assert real == sim and len(set(sim)) >= 2, sim
+    a, b = params(tmp_path / "sim"), params(tmp_path / "dist")
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5, rtol=0), name

@@ -229,3 +229,36 @@ def test_bandwidth_emulation_charges_each_step_its_bytes(tmp_path: Path) -> None
     steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     assert s["steps"] == 5 and floor > 0.2
     assert all(floor * 0.95 <= r["comm_s"] <= floor * 3 + 1.0 for r in steps[1:]), (floor, steps)
+
+
+def test_bandwidth_schedule_halves_the_uplink_mid_run(tmp_path: Path) -> None:
+    # the same 1 Mbit/s uplink, halved from 2 s of the run on: later steps take twice the floor
+    extra = ["policy.name=ddl", "streams.rates=[400, 400]", "live.source=replay"]
+    extra += ["train.steps=8", "live.bandwidth=true", "clock.bandwidth_bps=1e6"]
+    extra += ["live.bandwidth_schedule=[{at_s=2.0,scale=0.5}]"]
+    out = tmp_path / "run"
+    _finish(_launch(out, extra))
+    import torch
+
+    params = sum(t.numel() for t in torch.load(out / "model.pt").values())
+    floor = 4 * params / (1e6 / 8)  # seconds of a 2-rank ring all-reduce at 125 kB/s
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    late = [r for r in steps if r["sim_time_s"] - r["step_time_s"] >= 2.0]
+    assert late and all(r["comm_s"] >= 2 * floor * 0.95 for r in late), (floor, steps)
+    early = [r for r in steps[1:] if r["sim_time_s"] < 2.0]
+    assert all(r["comm_s"] < 2 * floor * 0.95 for r in early), (floor, steps)
+
+
+def test_time_aware_real_mode_probes_its_candidates_and_ranks_agree(tmp_path: Path) -> None:
+    # measured costs: every candidate is probed once at the start, all ranks pick the same
+    # candidate every step (the vote stops the run otherwise), and the choice is logged
+    extra = ["policy.name=scadles", "streams.rates=[200, 200]", "streams.window_s=0.5"]
+    extra += ["live.source=replay", "train.steps=10", "live.bandwidth=true"]
+    extra += ["clock.bandwidth_bps=1e7", "compress.policy=time_aware", "compress.probe_every=4"]
+    out = tmp_path / "run"
+    _finish(_launch(out, extra))
+    s = _summary(out)
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    choices = [r["choice"] for r in steps]
+    assert s["steps"] == 10
+    assert set(choices) == {"none", "fp16", "topk:0.1", "powersgd:4"}, choices

@@ -41,13 +41,14 @@ def orthonormal(p: torch.Tensor) -> torch.Tensor:
 class PowerSGD:
     """Rank-r PowerSGD with a warm-started Q per matrix layer (state held here)."""
 
-    __slots__ = ("name", "q", "rank", "reduce", "shapes")
+    __slots__ = ("name", "q", "rank", "reduce", "shapes", "warm_gen")
 
     def __init__(
         self,
         rank: int,
         shapes: tuple[tuple[int, ...], ...],
         reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        warm_gen: torch.Generator | None = None,
     ) -> None:
         if rank < 1:
             raise ValueError(f"PowerSGD rank must be >= 1, got {rank}")
@@ -56,6 +57,9 @@ class PowerSGD:
         self.name = "powersgd"
         self.q: list[torch.Tensor | None] = [None] * len(shapes)  # warm starts, (m, r) per matrix
         self.reduce = reduce  # sums a round over processes; None: this process holds every device
+        # draws the warm starts; seeded alike on every process, so that all ranks share each Q
+        # (the generator given to compress is the process's own); None: compress's generator
+        self.warm_gen = warm_gen
 
     def __repr__(self) -> str:
         return f"PowerSGD(rank={self.rank}, shapes={self.shapes})"
@@ -96,7 +100,8 @@ class PowerSGD:
         """Return layer j's warm-start Q (m, r); draw a fresh one if absent or degenerate."""
         q = self.q[j]
         if q is None or q.shape != (m, r) or not bool(torch.linalg.vector_norm(q) > 0):
-            q = torch.randn(m, r, generator=gen, dtype=like.dtype, device=like.device)
+            draw = gen if self.warm_gen is None else self.warm_gen
+            q = torch.randn(m, r, generator=draw, dtype=like.dtype).to(like.device)
             self.q[j] = q
         return q.to(like.dtype)
 
@@ -130,11 +135,15 @@ class PowerSGD:
         q_sums = [
             torch.einsum("k,knm,nr->mr", w, mats[j], b) for j, b in zip(mats, bases, strict=True)
         ]
-        if self.reduce is not None:  # the dense layers travel with the second round
-            q_sums.append(out)
+        dense = [(off, n) for off, n, _, r in layers if not r]  # 1-D layers: (offset, size)
+        if self.reduce is not None and dense:  # only they travel dense, with the second round
+            q_sums.append(torch.cat([out[off : off + n] for off, n in dense]))
         reduced = self._round(q_sums)
-        if self.reduce is not None:
-            out = reduced.pop()
+        if self.reduce is not None and dense:
+            flat, at = reduced.pop(), 0
+            for off, n in dense:
+                out[off : off + n] = flat[at : at + n]
+                at += n
         for j, basis, q in zip(mats, bases, reduced, strict=True):
             off, n, m, _ = layers[j]
             out[off : off + n * m] = (basis @ q.T).flatten()
@@ -150,9 +159,14 @@ class PowerSGD:
         return [c.view_as(t) for c, t in zip(chunks, parts, strict=True)]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Return the warm-start Q of each matrix layer that has one."""
-        return {f"q{j}": q for j, q in enumerate(self.q) if q is not None}
+        """Return the warm-start Q of each matrix layer that has one, and the warm-start draws."""
+        out = {f"q{j}": q for j, q in enumerate(self.q) if q is not None}
+        if self.warm_gen is not None:
+            out["warm_gen"] = self.warm_gen.get_state()
+        return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore warm starts saved by state_dict."""
         self.q = [state.get(f"q{j}") for j in range(len(self.shapes))]
+        if self.warm_gen is not None and "warm_gen" in state:
+            self.warm_gen.set_state(state["warm_gen"])

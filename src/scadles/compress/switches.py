@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
@@ -17,6 +18,7 @@ from scadles.compress.base import Compressor
 from scadles.compress.energy import CodeSwitch, ScadlesSwitch
 from scadles.compress.identity import Identity
 from scadles.compress.switch import AccordionSwitch, Fixed, Switch
+from scadles.compress.timeaware import CostModel, TimeAwareSwitch, parse_candidate
 from scadles.compress.topk import TopK
 from scadles.registry import Registry
 
@@ -38,6 +40,12 @@ class SwitchArgs:
     make: Callable[[float], Compressor]  # the configured compressor at a ratio
     reduce: Callable[[Tensor], Tensor] | None  # sum over the processes; None in one process
     sizes: Tensor | None = None  # (K_local,) training samples of each local device's partition
+    candidates: tuple[str, ...] = ()  # compress.candidates (time_aware)
+    hysteresis: float = 0.1  # compress.hysteresis (time_aware)
+    probe_every: int = 20  # compress.probe_every (time_aware)
+    named: Callable[[str, dict[str, Any]], Compressor] | None = None  # a compressor by name
+    costs: CostModel | None = None  # the time-aware cost model (the clock's, or measured)
+    weights: Callable[[Tensor], Tensor] | None = None  # aggregation weights of batch sizes
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +86,24 @@ def _code(a: SwitchArgs) -> Levels:
     return [Identity(), comp], switch
 
 
+def _time_aware(a: SwitchArgs) -> Levels:
+    """The candidates of compress.candidates, picked by predicted time per progress."""
+    if a.named is None or a.costs is None or a.weights is None:
+        raise ValueError("time_aware needs SwitchArgs.named, costs and weights")
+    specs = [parse_candidate("compress.candidates", c) for c in a.candidates]
+    levels = [a.named(name, kw) for name, kw in specs]
+    switch = TimeAwareSwitch(
+        a.candidates,
+        levels,
+        a.costs,
+        a.weights,
+        hysteresis=a.hysteresis,
+        probe_every=a.probe_every,
+        reduce=a.reduce,
+    )
+    return levels, switch
+
+
 def _accordion(a: SwitchArgs) -> Levels:
     critical = Identity() if a.critical_ratio >= 1.0 else a.make(a.critical_ratio)
     switch = AccordionSwitch(a.eta, low=0, high=1, reduce=a.reduce, devices=a.devices)
@@ -95,6 +121,7 @@ SWITCHES: Registry[Callable[[SwitchArgs], Levels]] = Registry(
         "code": _code,
         "scadles": _ours,
         "accordion": _accordion,
+        "time_aware": _time_aware,
     },
     key="compress.policy",
 )

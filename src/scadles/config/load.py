@@ -18,11 +18,13 @@ from typing import Any
 from scadles.clock import PROFILES
 from scadles.compress.registry import COMPRESSORS
 from scadles.compress.switches import DENSE_FEEDBACK, SWITCHES
+from scadles.compress.timeaware import check_candidates
 from scadles.config.checks import (
     NONNEGATIVE,
     POSITIVE,
     TIME,
     Check,
+    array,
     boolean,
     choice,
     count_or_name,
@@ -181,6 +183,9 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "bucket": INT_POS,
         "eta": POSITIVE,
         "critical_ratio": number(0.0, 1.0, lo_open=True),
+        "candidates": lambda key, value: check_candidates(key, array(key, value)),
+        "hysteresis": number(0.0, 1.0, hi_open=True),
+        "probe_every": INT_POS,
     }),
     "inject": (InjectConfig, {
         "name": choice("injection", INJECTIONS),
@@ -195,6 +200,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "stall_s": POSITIVE,
         "max_message_bytes": INT_POS,
         "bandwidth": boolean,
+        "bandwidth_schedule": schedule,
     }),
     "run": (RunConfig, {
         "mode": choice("mode", ("sim", "dist")),

@@ -165,6 +165,10 @@ class CompressConfig:
     bucket: int = 512  # QSGD: coordinates per norm (the QSGD paper's bucketing)
     eta: float = 0.5
     critical_ratio: float = 1.0
+    # time_aware: the exchanges it picks from, its hysteresis, steps between its probes
+    candidates: tuple[str, ...] = ("none", "fp16", "topk:0.1", "powersgd:4")
+    hysteresis: float = 0.1
+    probe_every: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +182,8 @@ class LiveConfig:
     stall_s: float = 30.0  # end the run when a waiting device receives nothing this long
     max_message_bytes: int = 1 << 20  # larger messages are skipped and counted
     bandwidth: bool = False  # token-bucket each rank's traffic to its profile's uplink
+    # with bandwidth: the uplink times `scale` from `at_s` wall seconds of this process's run on
+    bandwidth_schedule: tuple[ScheduleStep, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,9 @@ class TokenBucket:
         burst_bytes: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        scale: Callable[[float], float] | None = None,
     ) -> None:
+        """scale(t) multiplies the rate t seconds after construction (a bandwidth schedule)."""
         if not rate_bytes_per_s > 0:
             raise UserError(f"bandwidth: rate must be > 0 bytes/s, got {rate_bytes_per_s}")
         if not (burst_bytes >= 0 and math.isfinite(burst_bytes)):
@@ -43,7 +45,8 @@ class TokenBucket:
         self.rate, self.burst = float(rate_bytes_per_s), float(burst_bytes)
         self._clock, self._sleep = clock, sleep
         self._tokens = self.burst  # starts full; negative = debt
-        self._last = clock()
+        self._last = self._t0 = clock()
+        self._scale = scale
         self._lock = threading.Lock()
 
     def take(self, nbytes: float) -> float:
@@ -56,10 +59,11 @@ class TokenBucket:
             return 0.0
         with self._lock:
             now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            rate = self.rate if self._scale is None else self.rate * self._scale(now - self._t0)
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * rate)
             self._last = now
             self._tokens -= nbytes
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            wait = -self._tokens / rate if self._tokens < 0 else 0.0
         if wait > 0:
             self._sleep(wait)
         return wait

@@ -157,6 +157,8 @@ CAPTIONS = {  # what each plot shows, by file name
     "batch_sizes.png": "Batch size of each device over all steps: mean (bar) and smallest to "
     "largest (whisker); above 32 devices, a box plot per run of the devices' means.",
     "label_distribution.png": "Training samples of each class held by each device.",
+    "exchange_choices.png": "The exchange each compressing run used at every step against "
+    "simulated time: the time-aware switch's candidate, or a fixed compressor and its dense steps.",
 }
 
 

@@ -34,6 +34,7 @@ class _Series:
     step: list[int] = field(default_factory=list)
     buffer: list[float] = field(default_factory=list)
     bytes_cum: list[float] = field(default_factory=list)
+    choice: list[str] = field(default_factory=list)  # the exchange used ("" when dense)
     stride: int = 1
     seen: int = 0
 
@@ -46,9 +47,10 @@ class _Series:
         self.step.append(int(row.get("step", self.seen)))
         self.buffer.append(_num(row.get("buffer_total")))
         self.bytes_cum.append(bytes_cum)
+        self.choice.append(str(row.get("choice") or ""))
         if len(self.time) > MAX_POINTS:
             self.stride *= 2
-            for name in ("time", "step", "buffer", "bytes_cum"):
+            for name in ("time", "step", "buffer", "bytes_cum", "choice"):
                 setattr(self, name, getattr(self, name)[::2])
 
 
@@ -263,19 +265,42 @@ def _batch_sizes(runs: dict[str, _Run], path: Path) -> Path:
     return _save(fig, path)
 
 
+def _choices(runs: dict[str, _Run], path: Path) -> Path | None:
+    """Plot the exchange each compressing run used at every step (the time-aware switch's
+    choices, or a fixed compressor and dense steps); None when no run logged one."""
+    picked = {name: r for name, r in runs.items() if any(r.steps.choice)}
+    if not picked:
+        return None
+    names = sorted({c or "dense" for r in picked.values() for c in r.steps.choice})
+    row = {c: i for i, c in enumerate(names)}
+    fig = Figure(figsize=(7, 1.8 + 0.35 * len(names)))
+    ax = fig.add_subplot()
+    for i, (name, run) in enumerate(picked.items()):
+        y = [row[c or "dense"] + 0.08 * (i - (len(picked) - 1) / 2) for c in run.steps.choice]
+        ax.step(run.steps.time, y, where="post", label=name)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(-0.5, len(names) - 0.5)
+    _time_axis(ax)
+    _lines(ax, "simulated time (s)", "exchange", "Exchange used at each step")
+    return _save(fig, path)
+
+
 def plot_comparison(out_dir: Path, runs: dict[str, Path]) -> list[Path]:
-    """Write the comparison PNGs (accuracy, buffer, bytes sent, batch sizes) into out_dir."""
+    """Write the comparison PNGs (accuracy, buffer, bytes sent, batch sizes, and the exchange
+    of each step where a run compressed) into out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = {name: _load(Path(d)) for name, d in runs.items()}
     if not data:
         return []
-    return [
+    out = [
         _accuracy(data, out_dir / "accuracy_vs_time.png"),
         _buffer(data, out_dir / "buffer.png"),
         _bytes(data, out_dir / "bytes_sent.png"),
         _batch_sizes(data, out_dir / "batch_sizes.png"),
     ]
+    choices = _choices(data, out_dir / "exchange_choices.png")
+    return out if choices is None else [*out, choices]
 
 
 def plot_run(run_dir: Path) -> list[Path]:

@@ -50,6 +50,7 @@ class StepReport:
     host_s: float  # wall-clock seconds the host spent on the step
     switch_signal: float | None = None  # the compression switch's raw signal, mean over devices
     compress_s: float = 0.0  # modelled compression compute per device (scadles.timing)
+    choice: str | None = None  # the exchange used: compressor, or time-aware candidate; dense None
 
 
 @dataclass(frozen=True, slots=True)

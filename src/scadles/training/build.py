@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -16,6 +17,7 @@ from scadles.compress.base import Compressor
 from scadles.compress.momentum import LocalMomentum
 from scadles.compress.registry import DENSE
 from scadles.compress.switches import SWITCHES, SwitchArgs, exchange_style
+from scadles.compress.timeaware import CostModel, MeasuredCosts, SimCosts, parse_candidate
 from scadles.config.load import Config
 from scadles.config.schema import resolved_buffer_policy, resolved_lr_scaling
 from scadles.data.augment import make_augment
@@ -38,7 +40,7 @@ from scadles.live.bucket import ThrottledCollective, TokenBucket
 from scadles.live.source import LiveSource, open_source, stream_names
 from scadles.nn import build_model, emulated_size, param_count, tensor_size
 from scadles.policies import POLICIES, BatchRule
-from scadles.timing import StepClock, VirtualClock, WallClock, compress_costs
+from scadles.timing import StepClock, VirtualClock, WallClock, compress_costs, compress_time
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,9 @@ def compressor_name(cfg: Config) -> str:
 
 
 def compresses(cfg: Config) -> bool:
-    """Return whether the run compresses at all (else the dense union-batch exchange)."""
-    return compressor_name(cfg) not in DENSE
+    """Return whether the run compresses at all (else the dense union-batch exchange); the
+    time-aware switch always may (its candidates)."""
+    return switch_name(cfg) == "time_aware" or compressor_name(cfg) not in DENSE
 
 
 def switch_name(cfg: Config) -> str:
@@ -105,10 +108,12 @@ def exchange(
     comm_params: float,
     coll: Collective | None = None,
     part_sizes: list[int] | None = None,
+    costs: Callable[[int, float], CostModel] | None = None,
 ) -> Exchange | DenseExchange:
     """Return the gradient exchange: dense SGD, or compression with feedback and a switch.
 
     part_sizes: the training samples of every device's partition (a device's own epochs), if known.
+    costs(candidates, scale): the time-aware switch's cost model (default: measured seconds).
     """
     c = cfg.compress
     name = compressor_name(cfg)
@@ -129,7 +134,14 @@ def exchange(
             bucket=c.bucket,
         )
 
+    def named(cname: str, kw: dict[str, Any]) -> Compressor:
+        opts: dict[str, Any] = {"levels": c.levels, "bucket": c.bucket, "rank": c.rank} | kw
+        return make_compressor(cname, layers=sizes, shapes=shapes, **opts)
+
     kind = switch_name(cfg)
+    scale = comm_params / max(sum(sizes), 1)
+    n = len(c.candidates)
+    cost_model = costs(n, scale) if costs is not None else MeasuredCosts(n, c.probe_every)
     levels, switch = SWITCHES.get(kind)(
         SwitchArgs(
             ratio=c.ratio,
@@ -143,9 +155,17 @@ def exchange(
             make=make,
             reduce=coll.all_reduce if coll.world > 1 else None,
             sizes=None if part_sizes is None else torch.tensor(part_sizes[devices[0] : devices[1]]),
+            candidates=c.candidates,
+            hysteresis=c.hysteresis,
+            probe_every=c.probe_every,
+            named=named,
+            costs=cost_model,
+            weights=batch_rule(cfg).device_weights,
         )
     )
     for lv in levels:
+        if isinstance(lv, PowerSGD):  # the same warm starts on every rank (and in one process)
+            lv.warm_gen = generator(cfg.train.seed, f"powersgd-warm-start/rank{lv.rank}")
         if isinstance(lv, PowerSGD) and coll.world > 1:
             lv.reduce = coll.all_reduce  # both rounds summed over the ranks
     p = sum(sizes)
@@ -166,7 +186,6 @@ def exchange(
     if velocity is not None:
         velocity.velocity = velocity.velocity.to(dev)
     log.info("compression: %s at ratio %g, switch %s", name, c.ratio, kind)
-    scale = comm_params / max(p, 1)
     grads = PerDeviceGrads(model)
     style = exchange_style(kind, c.dense_feedback)
     return Exchange(grads, levels, switch, memory, scale, coll, devices, velocity, style)
@@ -351,6 +370,7 @@ def engine(
     comm_params = _comm_params(cfg, data, net)
     feed: Feed
     step_clock: StepClock
+    sim_costs: Callable[[int, float], CostModel] | None = None
     sizes: list[int] | None = None  # each device's partition, where the feed replays one
     if live:
         assert timed is not None
@@ -388,8 +408,9 @@ def engine(
             devices=devices,
         )
         messages = comm_size(cfg, data, net)[1]  # one message per tensor [authors' code]
-        costs = compress_costs(comm_params, cfg.compress.rank)  # charged at the accounted size
+        costs = compress_costs(comm_params, powersgd_rank(cfg))  # charged at the accounted size
         step_clock = VirtualClock(profiles(cfg, k), messages, costs)
+        sim_costs = _sim_costs(profiles(cfg, k), messages, comm_params)
     purpose = "compress" if coll.world == 1 else f"compress/rank{coll.rank}"
     return Engine(
         model=net,
@@ -399,7 +420,7 @@ def engine(
         clock=step_clock,
         rule=batch_rule(cfg),
         schedule=Schedule(t.lr, tuple(t.milestones), t.gamma),
-        exchange=exchange(cfg, net, k, comm_params, coll, sizes),
+        exchange=exchange(cfg, net, k, comm_params, coll, sizes, sim_costs),
         compress_gen=generator(seed, purpose),
         eval_batch=cfg.eval.batch_size,
         augment=make_augment(cfg.data.augment, data.x_train, f"data.name = {cfg.data.name!r}"),
@@ -407,12 +428,48 @@ def engine(
     )
 
 
+def powersgd_rank(cfg: Config) -> int:
+    """Return the PowerSGD rank the clock charges: compress.rank, or the time-aware candidates'."""
+    c = cfg.compress
+    if switch_name(cfg) != "time_aware":
+        return c.rank
+    ranks = [
+        kw["rank"]
+        for n, kw in map(lambda s: parse_candidate("", s), c.candidates)
+        if n == "powersgd"
+    ]
+    return max(ranks, default=c.rank)
+
+
+def _sim_costs(
+    prof: clock.DeviceProfiles, messages: int, comm_params: float
+) -> Callable[[int, float], CostModel]:
+    """Return the time-aware cost model of the virtual clock: its link model and compute."""
+
+    def make(n: int, scale: float) -> CostModel:
+        def comm(collective: str, nbytes: torch.Tensor) -> float:
+            return clock.comm_time(prof, collective, nbytes * scale, messages)
+
+        def squeeze(comp: Compressor) -> float:
+            rank = int(getattr(comp, "rank", 1))
+            return compress_time(getattr(comp, "name", ""), comm_params, rank)
+
+        return SimCosts(n, prof.k, comm, squeeze)
+
+    return make
+
+
 def _throttled(cfg: Config, coll: Collective, first: int) -> ThrottledCollective:
     """Wrap the collective to time it and, with live.bandwidth, emulate this rank's uplink."""
     bucket = None
     if cfg.live.bandwidth:  # emulate this rank's uplink: its first device's profile
         uplink = float(profiles(cfg, cfg.devices.count).uplink_bps[first]) / 8.0
-        bucket = TokenBucket(uplink, burst_bytes=uplink * 0.01)
+        steps = cfg.live.bandwidth_schedule
+
+        def scale(t: float) -> float:  # the last step at or before t, 1 before the first
+            return next((st.scale for st in reversed(steps) if st.at_s <= t), 1.0)
+
+        bucket = TokenBucket(uplink, burst_bytes=uplink * 0.01, scale=scale if steps else None)
     return ThrottledCollective(coll, bucket)
 
 
