@@ -206,6 +206,7 @@ def test_parse_candidates_and_their_errors() -> None:
         ("topk", "allowed"),
         ("topk:2", "ratio must be in"),
         ("powersgd:0", "rank must be"),
+        ("qsgd:99999", r"levels must be an integer in \[1, 32767\]"),
         ("gzip", "unknown candidate"),
         ("powersgd:x", "must be a number"),
     ]:

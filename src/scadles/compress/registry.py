@@ -60,7 +60,7 @@ USES = {"topk": "ratio", "topk_layer": "ratio", "randk": "ratio", "qsgd": "level
 USES |= {"powersgd": "rank"}
 
 
-def _check(name: str, ratio: float, rank: int, levels: int) -> None:
+def check_values(name: str, ratio: float, rank: int, levels: int) -> None:
     """Raise UserError for a value out of range for the named compressor."""
     COMPRESSORS.get(name)
     key = USES.get(name)
@@ -85,7 +85,7 @@ def make_compressor(
     bucket: int = DEFAULT_BUCKET,
 ) -> Compressor:
     """Return the compressor `name` with its values checked; layers/shapes come from the model."""
-    _check(name, ratio, rank, levels)
+    check_values(name, ratio, rank, levels)
     kw = {"ratio": ratio, "layers": layers, "shapes": shapes, "rank": rank, "levels": levels}
     kw["bucket"] = bucket
     return COMPRESSORS.get(name)(**kw, unbiased=unbiased)

@@ -42,37 +42,43 @@ import torch
 from torch import Tensor
 
 from scadles.compress.base import Compressor, Payload
+from scadles.compress.registry import COMPRESSORS, USES, check_values
 from scadles.compress.switch import State, same_level, state_number, state_tensor
 from scadles.errors import UserError
 
 DEFAULT_CANDIDATES = ("none", "fp16", "topk:0.1", "powersgd:4")
 A_MIN = 1e-3  # the least progress a candidate is credited with (a_c <= 0 means none)
-PARAMETER = {"topk": "ratio", "topk_layer": "ratio", "randk": "ratio", "powersgd": "rank"}
-PARAMETER |= {"qsgd": "levels"}
-PLAIN = ("none", "identity", "fp16", "bf16")  # candidates without a parameter
+
+
+def _plain() -> list[str]:
+    """Return the compressors that take no parameter (none, identity, fp16, bf16)."""
+    return [n for n in COMPRESSORS.names() if n not in USES]
 
 
 def parse_candidate(key: str, spec: str) -> tuple[str, dict[str, Any]]:
     """Return (compressor name, its keyword) of a candidate such as "topk:0.1" or "powersgd:4".
 
-    Plain names (none, fp16, bf16) take no parameter; topk, topk_layer and randk a ratio in
-    (0, 1]; powersgd a rank >= 1; qsgd a number of levels >= 1.
+    A compressor without a parameter is named alone; the others (compress.registry.USES) take
+    theirs after a colon, checked as make_compressor checks it (ratio in (0, 1], rank >= 1,
+    levels in [1, MAX_LEVELS]).
     """
     name, _, arg = spec.partition(":")
-    allowed = f"one of {', '.join(PLAIN)}, or NAME:VALUE with NAME in {', '.join(PARAMETER)}"
-    if name in PLAIN and not arg:
+    plain = _plain()
+    allowed = f"one of {', '.join(plain)}, or NAME:VALUE with NAME in {', '.join(USES)}"
+    if name in plain and not arg:
         return name, {}
-    if name not in PARAMETER or not arg:
+    if name not in USES or not arg:
         raise UserError(f"{key}: unknown candidate {spec!r}; allowed: {allowed}")
-    what = PARAMETER[name]
+    what = USES[name]
     try:
         value: float | int = float(arg) if what == "ratio" else int(arg)
     except ValueError:
         raise UserError(f"{key}: candidate {spec!r}: {what} must be a number") from None
-    if what == "ratio" and not 0.0 < float(value) <= 1.0:
-        raise UserError(f"{key}: candidate {spec!r}: ratio must be in (0, 1]")
-    if what != "ratio" and int(value) < 1:
-        raise UserError(f"{key}: candidate {spec!r}: {what} must be an integer >= 1")
+    values: dict[str, Any] = {"ratio": 0.1, "rank": 1, "levels": 1} | {what: value}
+    try:
+        check_values(name, **values)
+    except UserError as e:  # "compress.ratio must be ..." -> this key and candidate
+        raise UserError(f"{key}: candidate {spec!r}: {str(e).removeprefix('compress.')}") from None
     return name, {what: value}
 
 
