@@ -13,10 +13,12 @@ from torch import Tensor
 
 from scadles import clock
 from scadles.compress.base import Compressor, Payload
+from scadles.compress.cast import Cast
 from scadles.compress.identity import Identity
 from scadles.compress.powersgd import PowerSGD
 from scadles.compress.switch import State
 from scadles.compress.timeaware import (
+    GROWTH,
     MeasuredCosts,
     SimCosts,
     TimeAwareSwitch,
@@ -55,14 +57,11 @@ class Table:
     def learn(self, option: int, payload: Payload, comp: Compressor) -> None:
         pass
 
+    def expect(self, base: float) -> None:
+        pass
+
     def observe(
-        self,
-        option: int,
-        step: int,
-        compute_s: float,
-        comm_s: float,
-        base: float,
-        probed: bool = False,
+        self, option: int, step: int, compute_s: float, comm_s: float, probed: bool = False
     ) -> None:
         pass
 
@@ -129,7 +128,8 @@ def test_alignment_equals_a_per_device_loop() -> None:
     b = torch.tensor([8, 16, 24, 32, 64])
     w = b.double() / b.sum()
     levels: list[Compressor] = [Identity(), TopK(0.2), PowerSGD(2, ((6, 10),))]
-    sw = TimeAwareSwitch(("a", "b", "c"), levels, Table([1.0] * 3), lambda x: x / x.sum())
+    unknown = Table([math.nan] * 3)  # unknown costs: every candidate is measured
+    sw = TimeAwareSwitch(("a", "b", "c"), levels, unknown, lambda x: x / x.sum())
     # Act
     sw.decide(acc, None, 0, grad=g, b=b)
     # Assert: sum_i w_i <g_i, C(acc_i)> / sum_i w_i |g_i|^2, each device in a loop
@@ -153,6 +153,76 @@ def test_probing_leaves_powersgd_warm_start_untouched() -> None:
     assert psgd.q == [None]
 
 
+def _candidates() -> list[Compressor]:
+    return [Identity(), Cast(torch.float16), TopK(0.1), PowerSGD(2, ((6, 10),))]
+
+
+def test_skipping_candidates_never_changes_the_pick() -> None:
+    # Arrange: random costs, gradients with a residual, weights, current candidate, hysteresis
+    gen = torch.Generator().manual_seed(11)
+    for case in range(150):
+        g = torch.randn(4, 60, generator=gen, dtype=torch.float64)
+        acc = g + float(torch.rand((), generator=gen)) * 2 * torch.randn(
+            4, 60, generator=gen, dtype=torch.float64
+        )
+        b = torch.randint(1, 50, (4,), generator=gen)
+        t = (torch.rand(4, generator=gen, dtype=torch.float64) * 4 + 0.05).tolist()
+        current, h = int(torch.randint(0, 4, (), generator=gen)), [0.0, 0.1, 0.3][case % 3]
+        oracle = TimeAwareSwitch("abcd", _candidates(), Table([math.nan] * 4), lambda x: x)
+        oracle.decide(acc, None, 0, grad=g, b=b)  # unknown costs: every candidate measured
+        sw = TimeAwareSwitch("abcd", _candidates(), Table(t), lambda x: x, hysteresis=h)
+        sw.current = current
+        # Act
+        chosen = sw.decide(acc, None, 0, grad=g, b=b)
+        # Assert: the pick of the full table; the ones measured carry the oracle's a_c
+        scores = torch.tensor(t, dtype=torch.float64) / oracle.alignment.clamp(min=1e-3)
+        assert chosen == pick(scores, current, h), case
+        for c in range(4):
+            if c == chosen or sw.levels[c].name in sw.probed:
+                assert float(sw.alignment[c]) == pytest.approx(float(oracle.alignment[c]))
+
+
+def test_growth_factors_bound_every_listed_compressor() -> None:
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 60, generator=gen) * torch.logspace(-3, 3, 60)
+    for comp in _candidates():
+        out = comp.decompress(comp.compress(x, torch.Generator().manual_seed(0)))
+        gamma = GROWTH[comp.name]
+        assert bool((out.double().norm(dim=1) <= gamma * x.double().norm(dim=1)).all()), comp
+
+
+def test_a_candidate_that_cannot_win_is_not_compressed_nor_charged() -> None:
+    # Arrange: dense costs 1 s; Top-k would need to cost less than 0.9 s / B to be picked
+    acc = torch.ones(4, 100, dtype=torch.float64)
+    b = torch.tensor([10, 20, 30, 40])
+    sw = _switch([1.0, 0.95])
+    # Act
+    chosen = sw.decide(acc, None, 0, grad=acc, b=b)
+    # Assert: dense used, Top-k never run, its progress still the prior
+    assert chosen == 0
+    assert sw.probed == ()
+    assert float(sw.alignment[1]) == 1.0
+    # a Top-k that could win is run, and charged when dense is still used
+    sw = _switch([1.0, 0.5])
+    assert sw.decide(acc, None, 0, grad=acc, b=b) == 0  # a = 0.1: 5 s per unit of progress
+    assert sw.probed == ("topk",)
+
+
+def test_time_aware_on_powersgd_throughout_equals_fixed_powersgd() -> None:
+    # Arrange: a 0.1 Mbit/s link, where PowerSGD rank 4 wins every step
+    link = ["clock.emulate_params=default", "clock.bandwidth_bps=1e5", "train.steps=10"]
+    fixed = ["compress.policy=fixed", "compress.name=powersgd", "compress.rank=4"]
+    aware = build.engine(load_config(None, [*SMALL, *link]))
+    plain = build.engine(load_config(None, [*SMALL, *link, *fixed]))
+    # Act
+    a, p = [aware.step() for _ in range(10)], [plain.step() for _ in range(10)]
+    # Assert: no extra compute charged, so the same arrivals, batches, losses and times
+    assert {r.choice for r in a} == {"powersgd:4"}
+    assert [(r.sim_time_s, r.loss, r.batch_sizes) for r in a] == [
+        (r.sim_time_s, r.loss, r.batch_sizes) for r in p
+    ]
+
+
 def test_sim_costs_equal_the_clock_formulas() -> None:
     # Arrange: 16 devices on the paper profile, payload bytes scaled by 3, 5 messages
     prof = clock.make_profiles("paper", 16)
@@ -170,7 +240,7 @@ def test_sim_costs_equal_the_clock_formulas() -> None:
     # Act
     costs.learn(0, dense.compress(x, torch.Generator()), dense)
     costs.learn(1, topk.compress(x, torch.Generator()), topk)
-    costs.observe(0, 0, 0.4, 9.9, base=1.25)
+    costs.expect(1.25)
     # Assert: dense = ring all-reduce of 4 P bytes; Top-k = all-gather of k (4 + 4) bytes each
     ring = clock.allreduce_time(prof, 4.0 * 10_000 * scale, messages)
     gather = clock.allgather_time(prof, torch.full((16,), 1000 * 8.0 * scale), messages)
@@ -184,17 +254,17 @@ def test_measured_costs_probe_the_oldest_estimate() -> None:
     costs = MeasuredCosts(3, probe_every=5, ewma=0.5)
     assert costs.due(0, 0) is None  # the switch measures its candidates at step 0
     assert costs.due(1, 0) == 1  # never measured: due at once
-    costs.observe(1, 1, 1.0, 1.0, 0.0)
+    costs.observe(1, 1, 1.0, 1.0)
     assert costs.due(2, 0) == 2
-    costs.observe(2, 2, 0.5, 0.5, 0.0)
-    costs.observe(0, 3, 0.2, 0.2, 0.0)
+    costs.observe(2, 2, 0.5, 0.5)
+    costs.observe(0, 3, 0.2, 0.2)
     assert costs.due(4, 0) is None  # nothing is 5 steps old
     assert costs.due(10, 0) is None  # a measuring step
     assert costs.due(11, 0) is None  # only half-way between measuring steps
     assert costs.due(12, 0) == 1  # measured at step 1: the oldest
-    costs.observe(1, 12, 3.0, 1.0, 0.0)  # EWMA: 0.5 x 2 + 0.5 x 4
+    costs.observe(1, 12, 3.0, 1.0)  # EWMA: 0.5 x 2 + 0.5 x 4
     assert costs.predict(1) == pytest.approx(3.0)
-    costs.observe(1, 11, 9.0, 9.0, 0.0, probed=True)  # a measuring step's compute: ignored
+    costs.observe(1, 11, 9.0, 9.0, probed=True)  # a measuring step's compute: ignored
     assert costs.predict(1) == pytest.approx(3.0)
 
 
@@ -224,8 +294,10 @@ def test_config_rejects_a_bad_candidate_naming_the_key() -> None:
 
 
 def test_run_logs_choices_and_resumes_to_the_same_run(tmp_path: Path) -> None:
-    # Arrange: this model's own size on a 1 Mbit/s link: PowerSGD, then fp16, then PowerSGD
-    cfg = load_config(None, [*SMALL, "clock.emulate_params=default", "clock.bandwidth_bps=1e6"])
+    # Arrange: this model's own size on a 0.8 Mbit/s link, no hysteresis: fp16 and PowerSGD
+    # score alike, so the pick follows each step's modelled wait + compute
+    over = ["clock.emulate_params=default", "clock.bandwidth_bps=8e5", "compress.hysteresis=0"]
+    cfg = load_config(None, [*SMALL, *over])
     # Act: a run straight through; an engine stopped after 6 steps and one resumed from its state
     runner.run(cfg, tmp_path / "a")
     first = build.engine(cfg)

@@ -4,6 +4,7 @@ One engine for both modes; the feed (simulated or live streams) and the clock (v
 are what differ (DESIGN "Data flow of one step"):
   t0       = clock.now()
   fill     = feed.fill(t0)                  (K,) batch sizes, this process's rows, waits
+  base     = clock.begin(waits, b)          modelled wait + compute (simulator), for the switch
   update   = exchange(batch)                weighted mean gradient (dense or compressed) (P,)
   apply    = optimizer.step(lr = lr_sched * rule.lr_factor(b)) unless the update is non-finite
   timing   = clock.finish(waits, b, payload bytes)
@@ -16,6 +17,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,12 +74,14 @@ class Engine:
         eval_batch: int = 2048,
         augment: Augment | None = None,
         augment_gen: torch.Generator | None = None,
+        deterministic: bool = True,
     ) -> None:
         self.model, self.optimizer, self.data = model, optimizer, data
         self.feed, self.clock, self.rule, self.schedule = feed, clock, rule, schedule
         self.exchange, self.compress_gen, self.eval_batch = exchange, compress_gen, eval_batch
         self.augment = augment  # training batches only; evaluate() sees the images as they are
         self.augment_gen = augment_gen if augment_gen is not None else torch.Generator()
+        self.deterministic = deterministic  # steps under torch's deterministic algorithms
         self.k = feed.k
         self.counters = Counters()
         self.last_lr = schedule.lr
@@ -91,14 +96,27 @@ class Engine:
         return self.counters.samples_trained / len(self.data.y_train)
 
     def step(self) -> StepReport:
-        """Run one synchronous step for all devices and return its report."""
+        """Run one synchronous step for all devices and return its report.
+
+        With `deterministic` (run.deterministic), the step runs under torch's deterministic
+        algorithms (warn only where an op has none): some kernels, such as the backward of
+        advanced indexing on CPU (an accumulating index_put with atomic adds on two or more
+        threads), otherwise sum in an order that depends on thread scheduling, so on a loaded
+        machine the same seed gave different parameters.
+        """
+        with deterministic_algorithms(self.deterministic):
+            return self._step()
+
+    def _step(self) -> StepReport:
         host0 = time.perf_counter()
         c = self.counters
         fill = self.feed.fill(self.clock.now(), c.step)
         b = fill.b  # (K,)
         x = fill.x if self.augment is None else self.augment(fill.x, self.augment_gen)  # CPU
         batch = self._on_device(Batch(x, fill.y, fill.seg, b, self.rule.device_weights(b)))
-        self.clock.begin()
+        base = self.clock.begin(fill.wait + fill.moved, b)
+        if base is not None and isinstance(self.exchange, Exchange):
+            self.exchange.expect(base)  # a time-aware switch prices the step before it
         if not self.model.training:
             self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -209,6 +227,22 @@ class Engine:
         restore_exchange(self.exchange, state["exchange"])
         self.feed.load_state_dict(state["feed"])
         self.clock.load_state_dict(state["clock"])
+
+
+@contextmanager
+def deterministic_algorithms(on: bool) -> Iterator[None]:
+    """Run the body under torch.use_deterministic_algorithms(True, warn_only=True) if on; the
+    caller's setting is restored afterwards."""
+    if not on:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn)
 
 
 def exchange_state(ex: Exchange | DenseExchange) -> dict[str, Any]:

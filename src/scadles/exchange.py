@@ -304,6 +304,12 @@ class Exchange:
         labels = getattr(self.switch, "labels", None)
         return str(labels[level]) if labels else str(getattr(self.levels[level], "name", ""))
 
+    def expect(self, base: float) -> None:
+        """Tell a switch that learns from timings what the coming step costs before its exchange."""
+        expect = getattr(self.switch, "expect", None)
+        if expect is not None:
+            expect(base)
+
     def observe(self, wait_s: float, compute_s: float, comm_s: float) -> None:
         """Tell a switch that learns from timings (time-aware) what the finished step took."""
         observe = getattr(self.switch, "observe", None)

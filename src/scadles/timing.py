@@ -86,8 +86,9 @@ class StepClock(Protocol):
         """Return the run's time in seconds."""
         ...
 
-    def begin(self) -> None:
-        """Mark the start of the step's computation (after the batch is there)."""
+    def begin(self, wait: torch.Tensor, b: torch.Tensor) -> float | None:
+        """Mark the start of the step's computation (after the batch is there); return the
+        step's seconds before its exchange (slowest device's wait + compute) if modelled."""
         ...
 
     def finish(
@@ -128,8 +129,9 @@ class VirtualClock:
         """Return the simulated seconds so far."""
         return self.t
 
-    def begin(self) -> None:
-        """Nothing to measure."""
+    def begin(self, wait: torch.Tensor, b: torch.Tensor) -> float | None:
+        """Return the modelled seconds before the exchange: the slowest device's wait + compute."""
+        return clock.step_time(wait, clock.compute_time(self.profiles, b), 0.0)
 
     def finish(
         self,
@@ -170,10 +172,12 @@ class WallClock:
         self._step0 = time.monotonic()
         return self._elapsed0 + self._step0 - self._start
 
-    def begin(self) -> None:
-        """Mark the start of the computation and zero the collective's timer."""
+    def begin(self, wait: torch.Tensor, b: torch.Tensor) -> float | None:
+        """Mark the start of the computation and zero the collective's timer; None: the step's
+        compute is not known before it runs."""
         self._begin = time.monotonic()
         self.timed.reset()
+        return None
 
     def finish(
         self,

@@ -6,9 +6,10 @@ with error feedback, PowerSGD, ...) it keeps
 
   t_c  predicted seconds of a step that uses c, from a cost model:
        simulator: base + comm_c + compress_c, where comm_c is the clock's own link model
-       (`scadles.clock.comm_time`) of c's payload and compress_c its modelled compute
-       (`scadles.timing.compress_time`); base = the last step's wait + compute, the same for
-       every candidate (SimCosts);
+       (`scadles.clock.comm_time`) of c's payload (priced once on a zero gradient: payload
+       bytes depend on shapes only) and compress_c its modelled compute
+       (`scadles.timing.compress_time`); base = the coming step's modelled wait + compute, the
+       same for every candidate (SimCosts);
        real mode: an EWMA of the measured compute + communication seconds of the steps that used
        c (every rank sees the slowest rank's), refreshed by a probe step whenever c's estimate
        is `probe_every` steps old (MeasuredCosts);
@@ -16,9 +17,12 @@ with error feedback, PowerSGD, ...) it keeps
        its compressed update carries, first order,
            a_c = sum_i w_i <g_i, D(C(g_i + e_i))> / sum_i w_i <g_i, g_i>
        (g_i without error feedback, the update with it; dense gives 1 + the flushed residual's
-       share). Every `probe_every` steps every candidate is compressed on the same inputs (side-
-       effect free), and both sums, which add over devices, are summed over ranks in one small
-       all-reduce, so real mode gets the simulator's value; between probes the last values hold.
+       share). Every `probe_every` steps the candidates that can be picked are compressed on
+       the same inputs (side-effect free; a candidate whose best possible progress cannot make
+       it the pick is skipped, see measure) and the sums, which add over devices, are summed
+       over ranks in a small all-reduce, so real mode gets the simulator's value; between
+       probes the last values hold. Only candidates compressed beside the one used are extra
+       compute (charged on the simulator's clock).
 
 and picks argmin_c t_c / max(a_c, A_MIN). Hysteresis: the current candidate is left only for one
 whose score is below (1 - hysteresis) times the current's. Every input of the rule is the same on
@@ -48,6 +52,17 @@ from scadles.errors import UserError
 
 DEFAULT_CANDIDATES = ("none", "fp16", "topk:0.1", "powersgd:4")
 A_MIN = 1e-3  # the least progress a candidate is credited with (a_c <= 0 means none)
+# gamma with |C(x)| <= gamma |x| for every device's row: selections and projections keep or
+# shrink the norm, casts round each value by at most their unit roundoff (2^-11, 2^-8), with
+# margin; compressors not listed (Rand-k scaled, QSGD) are always measured.
+GROWTH = {
+    "identity": 1.0,
+    "topk": 1.0,
+    "topk_layer": 1.0,
+    "powersgd": 1.0 + 1e-4,
+    "fp16": 1.0 + 2.0**-10,
+    "bf16": 1.0 + 2.0**-7,
+}
 
 
 def _plain() -> list[str]:
@@ -101,17 +116,16 @@ class CostModel(Protocol):
         """Note what candidate `option`'s payload puts on the wire (probe steps)."""
         ...
 
+    def expect(self, base: float) -> None:
+        """Note the coming step's seconds before its exchange (its slowest device's wait +
+        compute), where the clock models them."""
+        ...
+
     def observe(
-        self,
-        option: int,
-        step: int,
-        compute_s: float,
-        comm_s: float,
-        base: float,
-        probed: bool = False,
+        self, option: int, step: int, compute_s: float, comm_s: float, probed: bool = False
     ) -> None:
-        """Note a finished step that used `option`: its compute and comm seconds, base = its
-        wait + compute seconds, and whether it also probed every candidate (extra compute)."""
+        """Note a finished step that used `option`: its compute and comm seconds, and whether
+        it also measured candidates (extra compute)."""
         ...
 
     def predict(self, option: int) -> float | None:
@@ -148,7 +162,7 @@ class SimCosts:
     ) -> None:
         self.k, self.comm, self.compress = k, comm, compress
         self.wire = torch.full((n,), math.nan, dtype=torch.float64)  # comm + compress seconds
-        self.base = 0.0  # before the first step: candidates compared on their wire cost alone
+        self.base = 0.0  # the coming step's wait + compute (expect), the same for every candidate
 
     def learn(self, option: int, payload: Payload, comp: Compressor) -> None:
         """Price the payload: every device sends the largest local device's bytes."""
@@ -156,17 +170,14 @@ class SimCosts:
         nbytes = torch.full((self.k,), per_device, dtype=torch.float64)
         self.wire[option] = self.comm(payload.collective, nbytes) + self.compress(comp)
 
-    def observe(
-        self,
-        option: int,
-        step: int,
-        compute_s: float,
-        comm_s: float,
-        base: float,
-        probed: bool = False,
-    ) -> None:
-        """Keep the step's wait + compute: the part no candidate changes."""
+    def expect(self, base: float) -> None:
+        """Keep the coming step's wait + compute: the part no candidate changes."""
         self.base = base
+
+    def observe(
+        self, option: int, step: int, compute_s: float, comm_s: float, probed: bool = False
+    ) -> None:
+        """Nothing: the clock's formulas need no measurement."""
 
     def predict(self, option: int) -> float | None:
         """Return base + the candidate's communication and compression seconds."""
@@ -201,17 +212,14 @@ class MeasuredCosts:
     def learn(self, option: int, payload: Payload, comp: Compressor) -> None:
         """Nothing: bytes are not priced, seconds are measured."""
 
+    def expect(self, base: float) -> None:
+        """Nothing: real mode measures whole steps."""
+
     def observe(
-        self,
-        option: int,
-        step: int,
-        compute_s: float,
-        comm_s: float,
-        base: float,
-        probed: bool = False,
+        self, option: int, step: int, compute_s: float, comm_s: float, probed: bool = False
     ) -> None:
         """Blend the step's compute + comm seconds into the candidate's estimate; a step that
-        also probed every candidate (extra compute) is not a measurement of it."""
+        also measured candidates (extra compute) is not a measurement of it."""
         if probed:
             return
         x, old = compute_s + comm_s, float(self.est[option])
@@ -311,7 +319,9 @@ class TimeAwareSwitch:
         self.used = 0  # the candidate of the last decision (a real-mode probe may differ)
         self.steps = 0
         self.gen = torch.Generator().manual_seed(0)  # probes of random compressors
-        self.probed: tuple[str, ...] = ()  # compressors the last decision ran to probe
+        self.probed: tuple[str, ...] = ()  # compressors the last decision ran beside the used one
+        self.measured = False  # whether the last decision measured candidates
+        self.priced = False  # whether the candidates' payloads are priced
         self.last_signal = torch.zeros(1, dtype=torch.float64)
         self.last_scores = torch.full((n,), math.nan, dtype=torch.float64)
 
@@ -320,29 +330,62 @@ class TimeAwareSwitch:
         """Return None: the exchange compresses only with the level picked (measure() probes)."""
         return None
 
-    def measure(self, acc: Tensor, grad: Tensor, w: Tensor) -> None:
-        """Compress every candidate on this step's inputs; update a_c and the costs' bytes.
+    def expect(self, base: float) -> None:
+        """Pass the coming step's wait + compute seconds to the cost model."""
+        self.costs.expect(base)
 
-        a_c = sum_i w_i <g_i, D(C(acc_i))> / sum_i w_i <g_i, g_i>: both sums add over the ranks'
-        devices, so one all-reduce gives every rank the single-process value.
-        """
-        g, wd = grad.double(), w.double()
-        sums = torch.zeros(len(self.levels) + 1, dtype=torch.float64)
-        names = []
+    def price(self, p: int, dtype: torch.dtype) -> None:
+        """Price every candidate's payload once, before the first step, on a zero gradient: the
+        bytes of every registered compressor depend on the gradient's shape only, so this is
+        set-up work, not charged to a step."""
+        zero = torch.zeros(1, p, dtype=dtype)
+        gen = torch.Generator().manual_seed(0)
         for c, comp in enumerate(self.levels):
             with untouched(comp):
-                sent = comp.compress(acc, self.gen)
-                kept = comp.decompress(sent).double()  # (K_l, P) each device's own update
-            self.costs.learn(c, sent, comp)
-            sums[c] = wd @ (g * kept).sum(dim=1)
-            names.append(getattr(comp, "name", ""))
-        sums[-1] = wd @ (g * g).sum(dim=1)
-        if self.reduce is not None:
-            sums = self.reduce(sums)
-        den = float(sums[-1])
-        if den > 0:
-            self.alignment = sums[:-1] / den
-        self.probed = tuple(names)
+                self.costs.learn(c, comp.compress(zero, gen), comp)
+        self.priced = True
+
+    def measure(self, acc: Tensor, grad: Tensor, w: Tensor, t: Tensor) -> list[int]:
+        """Update a_c of the candidates that can be picked at this step; return those compressed.
+
+        a_c = sum_i w_i <g_i, D(C(acc_i))> / sum_i w_i <g_i, g_i>: the sums add over the ranks'
+        devices, so an all-reduce per candidate gives every rank the single-process value. The
+        current candidate is always measured. Another is skipped when even its largest possible
+        progress cannot make it the pick: by Cauchy-Schwarz and |C(x)| <= gamma_c |x| (GROWTH),
+        a_c <= gamma_c B with B = sum_i w_i |g_i| |acc_i| / sum_i w_i |g_i|^2, so a candidate
+        with t_c / (gamma_c B) at or above the best score measured so far, or at or above
+        (1 - hysteresis) times the current's, is not picked whatever a_c is. The pick is the
+        one measuring every candidate would make (ties aside). Every rank sees the same t and
+        reduced sums, so every rank measures the same candidates.
+        """
+        g, a, wd = grad.double(), acc.double(), w.double()
+        gg = (g * g).sum(dim=1)
+        head = torch.stack([wd @ gg, wd @ (gg.sqrt() * a.norm(dim=1))])  # den, B's numerator
+        rest = sorted(
+            (c for c in range(len(self.levels)) if c != self.current),
+            key=lambda c: -math.inf if math.isnan(float(t[c])) else float(t[c]),
+        )
+        best, bound, done = math.inf, math.inf, list[int]()
+        for c in [self.current, *rest]:
+            comp, tc = self.levels[c], float(t[c])
+            gamma = GROWTH.get(getattr(comp, "name", ""))
+            if done and gamma is not None and not math.isnan(tc) and bound > 0:
+                cur = float(t[self.current]) / max(float(self.alignment[self.current]), A_MIN)
+                limit = min(best, (1.0 - self.hysteresis) * cur)  # NaN cur: best alone
+                if tc / (gamma * bound) >= limit:
+                    continue
+            with untouched(comp):
+                kept = comp.decompress(comp.compress(acc, self.gen)).double()  # (K_l, P)
+            sums = torch.cat([(wd @ (g * kept).sum(dim=1)).reshape(1), head])
+            if self.reduce is not None:
+                sums = self.reduce(sums)
+            if float(sums[1]) > 0:
+                self.alignment[c] = sums[0] / sums[1]
+                bound = float(sums[2] / sums[1])
+            done.append(c)
+            if not math.isnan(tc):
+                best = min(best, tc / max(float(self.alignment[c]), A_MIN))
+        return done
 
     def decide(
         self,
@@ -352,27 +395,31 @@ class TimeAwareSwitch:
         grad: Tensor | None = None,
         b: Tensor | None = None,
     ) -> int:
-        """Return the candidate of this step (probing every probe_every steps)."""
-        self.probed = ()
-        if self.steps % self.probe_every == 0:
-            w = self.weights(b if b is not None else torch.ones(acc.shape[0]))
-            self.measure(acc, grad if grad is not None else acc, w.to(acc.dtype))
-        self.steps += 1
+        """Return the candidate of this step (measuring every probe_every steps)."""
+        if not self.priced:
+            self.price(acc.shape[1], acc.dtype)
         predicted = [self.costs.predict(c) for c in range(len(self.levels))]
         t = torch.tensor([math.nan if p is None else p for p in predicted], dtype=torch.float64)
+        done: list[int] = []
+        if self.steps % self.probe_every == 0:
+            w = self.weights(b if b is not None else torch.ones(acc.shape[0]))
+            done = self.measure(acc, grad if grad is not None else acc, w.to(acc.dtype), t)
+        self.measured = bool(done)
+        self.steps += 1
         scores = t / self.alignment.clamp(min=A_MIN)
         self.last_scores = scores
         self.current = pick(scores, self.current, self.hysteresis)
         due = self.costs.due(self.steps - 1, self.current)
         self.used = self.current if due is None else due
+        # the exchange compresses with the level used anyway: only the others are extra work
+        self.probed = tuple(getattr(self.levels[c], "name", "") for c in done if c != self.used)
         self.last_signal = self.alignment[self.used : self.used + 1].clone()
         return self.used
 
     def observe(self, compute_s: float, comm_s: float, wait_s: float) -> None:
         """Feed the finished step's seconds to the cost model (the slowest rank's)."""
-        base = wait_s + compute_s
         step = self.steps - 1
-        self.costs.observe(self.used, step, compute_s, comm_s, base, probed=bool(self.probed))
+        self.costs.observe(self.used, step, compute_s, comm_s, probed=self.measured)
 
     def vote(self, local: int) -> float:
         """Return the candidate picked here (checked against the other processes' in agree)."""

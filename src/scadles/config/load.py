@@ -206,6 +206,7 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "mode": choice("mode", ("sim", "dist")),
         "progress": boolean,
         "device": choice("device", DEVICES),
+        "deterministic": boolean,
     }),
 }  # fmt: skip
 

@@ -193,6 +193,7 @@ class RunConfig:
     mode: str = "sim"
     progress: bool = True
     device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda
+    deterministic: bool = True  # steps under torch's deterministic algorithms (warn only)
 
 
 @dataclass(frozen=True, slots=True)

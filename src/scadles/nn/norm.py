@@ -78,8 +78,11 @@ def _segment_sum(v: Tensor, ids: Tensor, count: int) -> Tensor:
 
 
 def _gather(stat: Tensor, ids: Tensor, count: int) -> Tensor:
-    """Give each row its segment's statistic: (count, C) -> (N, C), broadcast when count is 1."""
-    return stat if count == 1 else stat[ids]
+    """Give each row its segment's statistic: (count, C) -> (N, C), broadcast when count is 1.
+
+    index_select, not stat[ids]: its backward is an index_add, which sums in a fixed order; the
+    backward of advanced indexing accumulates with atomic adds on CPU threads (order varies)."""
+    return stat if count == 1 else stat.index_select(0, ids)
 
 
 class SegmentBatchNorm(nn.Module):

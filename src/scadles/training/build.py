@@ -4,6 +4,7 @@ registries (each registry lives beside what it names; see scadles.registry)."""
 from __future__ import annotations
 
 import logging
+import os
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -356,6 +357,8 @@ def engine(
     For a live source, `positions` and `start_s` continue a run from a checkpoint.
     """
     device = run_device(cfg.run.device)
+    if device.type == "cuda" and cfg.run.deterministic:  # cuBLAS' deterministic workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when it starts
     data = data if data is not None else dataset(cfg)
     _check_devices(cfg, data)
     seed, k, t = cfg.train.seed, cfg.devices.count, cfg.train
@@ -425,6 +428,7 @@ def engine(
         eval_batch=cfg.eval.batch_size,
         augment=make_augment(cfg.data.augment, data.x_train, f"data.name = {cfg.data.name!r}"),
         augment_gen=generator(seed, purpose.replace("compress", "augment")),
+        deterministic=cfg.run.deterministic,
     )
 
 
