@@ -36,6 +36,20 @@ def test_lr_scaling() -> None:
     assert DDL.lr_factor(b) == 1.0
 
 
+def test_lr_scale_cap_and_warm_up() -> None:
+    # Arrange: a scale of 8 (sum b = 8 x 64 x 4), capped at 2 or 16, warmed up over 4 steps
+    b = torch.full((4,), 512)
+    capped = BatchRule("scadles", 64, 8, 1024, 1.0, True, scale_max=2.0)
+    warm = BatchRule("scadles", 64, 8, 1024, 1.0, True, warmup_steps=4, scale_max=16.0)
+    # Act / Assert: the cap holds at once; the warm-up climbs 1 + 7 (step + 1) / 4, then stays
+    assert capped.lr_factor(b, 0) == 2.0
+    assert [warm.lr_factor(b, s) for s in range(6)] == [2.75, 4.5, 6.25, 8.0, 8.0, 8.0]
+    # a scale below 1 is used at once, and DDL never scales
+    small = torch.full((4,), 16)
+    assert warm.lr_factor(small, 0) == 0.25
+    assert BatchRule("ddl", 64, 8, 1024, 1.0, False, warmup_steps=4).lr_factor(b, 0) == 1.0
+
+
 def test_lr_schedule_milestones() -> None:
     assert lr_schedule(0.1, (2.0, 4.0), 0.2, 1.9) == 0.1
     assert abs(lr_schedule(0.1, (2.0, 4.0), 0.2, 2.0) - 0.02) < 1e-12

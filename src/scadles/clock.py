@@ -55,15 +55,16 @@ Collectives (alpha-beta model, bandwidth-bound, latency = the slowest device's):
 from __future__ import annotations
 
 import csv as csvlib
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from scadles.errors import UserError
 from scadles.registry import Registry
+from scadles.textfile import read_text
 
 CSV_COLUMNS = ("seconds_per_sample", "overhead_s", "uplink_bps", "downlink_bps", "latency_s")
 _POSITIVE = frozenset({"uplink_bps", "downlink_bps"})
@@ -138,11 +139,9 @@ def _check_value(name: str, value: float, where: str) -> None:
 
 def _read_csv(path: str, k: int) -> dict[str, list[float]]:
     """Read per-device columns from a profile CSV with K rows (or one row, broadcast)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"clock.csv: file not found: {path}")
+    text = read_text(path, "clock.csv")  # one line naming it when not UTF-8 text
     columns: dict[str, list[float]] = {c: [] for c in CSV_COLUMNS}
-    with p.open(newline="") as f:
+    with io.StringIO(text, newline="") as f:
         reader = csvlib.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
         if sorted(header) != sorted(CSV_COLUMNS):

@@ -187,7 +187,8 @@ class Engine:
             return
         write_flat_grad(self._params, ex.update)
         s = self.schedule
-        lr = lr_schedule(s.lr, s.milestones, s.gamma, self.epoch) * self.rule.lr_factor(b)
+        scale = self.rule.lr_factor(b, self.counters.step)
+        lr = lr_schedule(s.lr, s.milestones, s.gamma, self.epoch) * scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()

@@ -47,6 +47,8 @@ class BatchRule:
     b_max: int
     window_s: float
     lr_scaling: bool
+    warmup_steps: int = 0  # policy.warmup_steps: steps over which a scale above 1 is reached
+    scale_max: float | None = None  # policy.lr_scale_max: the largest scale used
 
     @property
     def fixed(self) -> bool:
@@ -70,11 +72,22 @@ class BatchRule:
         total = w.sum()
         return w / total if float(total) > 0 else w
 
-    def lr_factor(self, b: torch.Tensor) -> float:
-        """Return the linear learning-rate scale sum_j b_j / (batch * K) (paper Eq. 4c), or 1."""
+    def lr_factor(self, b: torch.Tensor, step: int = 0) -> float:
+        """Return the learning-rate scale of the step after `step` steps, or 1 without scaling.
+
+        The linear scale s = sum_j b_j / (batch * K) (paper Eq. 4c), capped at scale_max [ours];
+        a scale above 1 is reached by a linear warm-up from 1 over warmup_steps steps, as Goyal
+        et al. pair with the linear scaling rule: 1 + (s - 1) * min(1, (step + 1) / warmup)
+        [ours]. A scale at or below 1 is used at once (no warm-up lowers a learning rate).
+        """
         if not self.lr_scaling:
             return 1.0
-        return float(b.sum()) / (self.batch * int(b.numel()))
+        scale = float(b.sum()) / (self.batch * int(b.numel()))
+        if self.scale_max is not None:
+            scale = min(scale, self.scale_max)
+        if scale > 1.0 and self.warmup_steps > 0:
+            scale = 1.0 + (scale - 1.0) * min(1.0, (step + 1) / self.warmup_steps)
+        return scale
 
 
 def lr_schedule(lr: float, milestones: tuple[float, ...], gamma: float, epoch: float) -> float:

@@ -8,6 +8,7 @@ from typing import Any
 
 from scadles import api
 from scadles.cli.args import add_config_args
+from scadles.cli.diverged import diverged_status
 from scadles.cli.progress import console, progress_bar
 from scadles.cli.run import check_checkpoint_every
 from scadles.cli.sweep import add_reuse_args, check_reuse_args, say
@@ -67,4 +68,4 @@ def main(args: argparse.Namespace) -> int:
     if not args.quiet:
         con.print(comparison_table_rich(comp))
         con.print(f"wrote {args.out / 'comparison.md'} and the plots in {args.out}")
-    return 0
+    return diverged_status(comp["runs"])

@@ -13,6 +13,7 @@ from typing import Any
 
 from scadles import api
 from scadles.cli.args import add_config_args, resolve_threads
+from scadles.cli.diverged import diverged_status
 from scadles.cli.progress import console, print_summary
 from scadles.cli.run import check_checkpoint_every
 from scadles.comm import device_slice
@@ -80,6 +81,9 @@ def main(args: argparse.Namespace) -> int:
         max_restarts=args.max_restarts,
     )
     done = args.out / "summary.json"
-    if status == 0 and lead and not args.quiet and done.is_file():
-        print_summary(console(), json.loads(done.read_text()))
-    return status
+    if status != 0 or not lead or not done.is_file():
+        return status
+    summary = json.loads(done.read_text())
+    if not args.quiet:
+        print_summary(console(), summary)
+    return diverged_status({str(summary.get("policy", "run")): summary})

@@ -13,6 +13,7 @@ from typing import Any
 
 from scadles import api
 from scadles.cli.args import add_config_args
+from scadles.cli.diverged import diverged_status
 from scadles.cli.progress import console, print_summary, progress_bar
 from scadles.config.load import defaults_line
 from scadles.errors import UserError
@@ -86,4 +87,4 @@ def main(args: argparse.Namespace) -> int:
         )
     if not args.quiet:
         print_summary(con, summary)
-    return 0
+    return diverged_status({str(cfg.policy.name): summary})

@@ -71,6 +71,7 @@ from scadles.nn.models import MODELS
 from scadles.nn.norm import NORMS
 from scadles.nn.sizes import size_names
 from scadles.policies import POLICIES
+from scadles.textfile import read_text
 
 __all__ = [
     "DEFAULTS_FILE",
@@ -101,8 +102,25 @@ __all__ = [
 INT_POS = integer(1)
 DEVICES = ("auto", "cpu", "cuda")  # run.device: auto = cuda when available, else cpu
 
+
 # Every section's keys and their checks; the dataclass fields give the defaults. Names come from
 # the registries, read when a config is validated (a name registered after import counts).
+def scale_cap(key: str, value: Any) -> float:
+    """Check policy.lr_scale_max: 0 (no cap) or a number in [1, 1e6]."""
+    if _is_zero(value):
+        return 0.0
+    try:
+        return float(number(1.0, 1e6)(key, value))
+    except UserError:
+        raise UserError(
+            f"{key} must be 0 (no cap) or a number in [1, 1e6], got {value!r}"
+        ) from None
+
+
+def _is_zero(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == 0
+
+
 SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
     "data": (DataConfig, {
         "name": choice("dataset", DATASETS),
@@ -141,6 +159,8 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "b_min": INT_POS,
         "b_max": INT_POS,
         "lr_scaling": or_default(boolean),
+        "warmup_steps": integer(0),
+        "lr_scale_max": scale_cap,  # 0 (uncapped) or in [1, 1e6]
     }),
     "train": (TrainConfig, {
         "seed": integer(0),
@@ -150,6 +170,8 @@ SCHEMA: dict[str, tuple[type[Any], dict[str, Check]]] = {
         "milestones": increasing,
         "gamma": number(0.0, 1.0, lo_open=True),
         "steps": optional(INT_POS),
+        "diverge_steps": integer(0),
+        "diverge_factor": number(1.0, 1e12, lo_open=True),
         "max_time_s": optional(TIME),
     }),
     "eval": (EvalConfig, {
@@ -251,13 +273,10 @@ def defaults_record(cfg: Config) -> dict[str, Any]:
 
 def _read_toml(path: str | Path | None) -> dict[str, Any]:
     """Parse the TOML (or resolved .json) file at `path`, or the packaged demo when None."""
-    try:
-        if path is None:
-            text = resources.files("scadles").joinpath("configs/demo.toml").read_text("utf-8")
-        else:
-            text = Path(path).expanduser().read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"config: cannot read {path}: {err.__class__.__name__}") from None
+    if path is None:
+        text = resources.files("scadles").joinpath("configs/demo.toml").read_text("utf-8")
+    else:
+        text = read_text(path, "config")  # one line naming the file when not UTF-8 text
     if path is not None and Path(path).suffix == ".json":  # a run's resolved config.json
         try:
             loaded = json.loads(text)

@@ -98,6 +98,8 @@ class PolicyConfig:
     b_min: int = 8
     b_max: int = 1024
     lr_scaling: bool | None = None  # None: true for scadles, false for ddl
+    warmup_steps: int = 0  # linear warm-up of an LR scale above 1 over this many steps
+    lr_scale_max: float = 2.0  # the largest LR scale; 0: uncapped (the paper's rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,8 @@ class TrainConfig:
     milestones: tuple[float, ...] = ()
     gamma: float = 0.2
     steps: int | None = None
+    diverge_steps: int = 10  # diverged training losses in a row that stop the run (0: never)
+    diverge_factor: float = 5.0  # a loss above this times the first finite loss is diverged
     max_time_s: float | None = None
 
 

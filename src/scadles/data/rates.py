@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import bisect
 import csv
+import io
 import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from scadles.errors import UserError
 from scadles.registry import Registry
+from scadles.textfile import read_text
 
 RATE_FLOOR, RATE_CEIL = 8.0, 1024.0  # paper 4.4: every stream rate lies in [b_min, b_max]
 
@@ -202,11 +203,8 @@ class RateSchedule:
 
 def read_trace(path: str, k: int) -> RateSchedule:
     """Read a rate trace CSV (see the module docstring) into a schedule for K devices."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"streams.trace: file not found: {path}")
-    with p.open(newline="") as f:
-        rows = list(csv.reader(f))
+    text = read_text(path, "streams.trace")  # one line naming it when not UTF-8 text
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     if len(rows) < 2 or not rows[0] or rows[0][0].strip() != "time_s":
         raise UserError(f"streams.trace: {path}: first row must be a header starting with 'time_s'")
     width = len(rows[0]) - 1

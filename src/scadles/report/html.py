@@ -29,7 +29,8 @@ from scadles.report.html_parts import (
     summary_cell,
     table,
 )
-from scadles.report.tables import HEADERS, NOTE, comparison_rows, speedup_text
+from scadles.report.tables import HEADERS, NOTE, comparison_rows, speedup_line
+from scadles.textfile import read_text
 
 MARKERS = (  # the file that makes a directory each kind, checked in this order
     ("reproduction", "reproduction.json"),
@@ -57,10 +58,11 @@ def kind(path: Path) -> str | None:
 
 
 def _load(path: Path) -> Any:
-    """Read a JSON file, naming it on failure."""
+    """Read a JSON file, naming it on failure (missing, unreadable, not UTF-8 text, not JSON)."""
+    text = read_text(path, "report")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, an over-long integer
         raise UserError(f"report: {path}: cannot read JSON ({e})") from None
 
 
@@ -115,7 +117,7 @@ def _comparison(path: Path) -> list[str]:
         ("target_accuracy", pct(comp.get("target_accuracy"))),
         ("baseline", fmt(comp.get("baseline"))),
         ("candidate", fmt(comp.get("candidate"))),
-        ("speedup [bracket]", speedup_text(comp.get("speedup"), comp.get("speedup_bounds"))),
+        ("speedup [bracket]", speedup_line(comp)),
         ("accuracy_delta (final top-1)", "—" if delta is None else f"{100 * delta:+.2f} points"),
     ]
     return [

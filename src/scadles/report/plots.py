@@ -136,7 +136,7 @@ def _summary(run_dir: Path) -> dict[str, Any]:
         return {}
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or not UTF-8 text (UnicodeDecodeError)
         return {}
     return summary if isinstance(summary, dict) else {}
 

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from scadles.errors import UserError
+from scadles.textfile import decode, show
 
 TARGET_METRICS = ("top1", "top5")
 
@@ -157,12 +158,14 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield the objects of a JSONL file one at a time, skipping blank lines."""
+    """Yield the objects of a JSONL file one at a time, skipping blank lines (UserError naming
+    the file and line when a line is not UTF-8 text or not a JSON object)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"file not found: {p}")
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    with p.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            line = decode(raw, f"{show(p)} line {n}")
             if not line.strip():
                 continue
             try:
@@ -198,6 +201,11 @@ class Crossing:
     upper_s: float
     step: int
 
+    @property
+    def before_training(self) -> bool:
+        """Say whether the target was met by the evaluation before any step (step 0)."""
+        return self.step == 0
+
 
 def crossing(
     below: tuple[float, float] | None, hit: tuple[float, float], target: float, step: int
@@ -206,6 +214,8 @@ def crossing(
 
     With no evaluation below (the target held at the first evaluation), the crossing is that
     evaluation's time: bracket [t, t] at step 0, else [0, t] (the run started earlier unseen).
+    [ours] At step 0 the target was met before training (`before_training`): the time is that
+    evaluation's (0 on a fresh clock) and no speedup is defined from it (`speedup_note`).
     A non-finite metric below leaves nothing to interpolate: the crossing is the upper end.
     """
     t1, a1 = hit
@@ -250,7 +260,8 @@ class SummaryAccumulator:
 
     time_to_target_s: the crossing of the target by the metric (top1 or top5), interpolated
     between evaluations (`crossing`); time_to_target_bounds_s: the two evaluations' times;
-    steps_to_target: the step of the first evaluation at or above the target.
+    steps_to_target: the step of the first evaluation at or above the target;
+    target_reached_before_training: that evaluation was the one before any step (step 0).
     floats_to_target / bytes_to_target: the steps that ended by the crossing, plus the crossing
     step's share in proportion to the part of its duration before the crossing; to do this, the
     steps since the last evaluation below the target are kept until the next evaluation.
@@ -344,6 +355,7 @@ class SummaryAccumulator:
             "time_to_target_s": hit.time_s if hit else None,
             "time_to_target_bounds_s": [hit.lower_s, hit.upper_s] if hit else None,
             "steps_to_target": hit.step if hit else None,
+            "target_reached_before_training": hit.before_training if hit else False,
             "floats_to_target": sent[0] if sent else None,
             "bytes_to_target": sent[1] if sent else None,
             "compressed_fraction": self.compressed_steps / self.steps if self.steps else 0.0,
@@ -359,14 +371,26 @@ class SummaryAccumulator:
         return out
 
 
+def reached_before_training(summary: Mapping[str, Any]) -> bool:
+    """Say whether a summary's target was met by the evaluation before any step (step 0); an
+    older summary without the flag says so by steps_to_target 0."""
+    flag = summary.get("target_reached_before_training")
+    if isinstance(flag, bool):
+        return flag
+    return summary.get("time_to_target_s") is not None and summary.get("steps_to_target") == 0
+
+
 def speedup(
     base: Mapping[str, Any], cand: Mapping[str, Any]
 ) -> tuple[float | None, list[float | None] | None]:
     """Return base / cand time to target and its bracket [base low / cand high, base high /
     cand low] from the summaries' time_to_target_bounds_s (None: unknown; a high of None: the
-    candidate may have crossed at time 0, so the ratio has no upper bound)."""
+    candidate may have crossed at time 0, so the ratio has no upper bound). The ratio is None
+    where `speedup_note` says why: a run never reached the target, or met it before training."""
     b, c = base.get("time_to_target_s"), cand.get("time_to_target_s")
     if b is None or c is None or c <= 0:
+        return None, None
+    if reached_before_training(base) or reached_before_training(cand):
         return None, None
     b_lh, c_lh = base.get("time_to_target_bounds_s"), cand.get("time_to_target_bounds_s")
     if not (isinstance(b_lh, list | tuple) and isinstance(c_lh, list | tuple)):
@@ -375,11 +399,51 @@ def speedup(
     return b / c, [b_lo / c_hi, b_hi / c_lo if c_lo > 0 else None]
 
 
+def speedup_reason(base: Mapping[str, Any], cand: Mapping[str, Any]) -> str | None:
+    """Return in a few words why `speedup` is None, or None when it is defined: 'no time' (a
+    summary without the key), 'not reached', 'before training' or 'at time 0'."""
+    if speedup(base, cand)[0] is not None:
+        return None
+    if "time_to_target_s" not in base or "time_to_target_s" not in cand:
+        return "no time"
+    if base["time_to_target_s"] is None or cand["time_to_target_s"] is None:
+        return "not reached"
+    if reached_before_training(base) or reached_before_training(cand):
+        return "before training"
+    return "at time 0"  # a candidate crossing at simulated time 0 after a step
+
+
+def speedup_note(
+    runs: Mapping[str, Mapping[str, Any]], baseline: str = "ddl", candidate: str = "scadles"
+) -> str | None:
+    """Return one line saying why the candidate's speedup is undefined, or None when defined.
+
+    [ours] A target met by the evaluation before any step (step 0) says nothing about how fast
+    training reaches it, so it leaves the speedup undefined rather than 0 or infinite.
+    """
+    base, cand = runs.get(baseline, {}), runs.get(candidate, {})
+    reason = speedup_reason(base, cand)
+    pair = ((baseline, base), (candidate, cand))
+    if reason == "before training":
+        who = [n for n, s in pair if reached_before_training(s)]
+        verb = "reached" if len(who) == 1 else "both reached"
+        return f"{' and '.join(who)} {verb} the target before training (the step-0 evaluation)"
+    if reason == "not reached":
+        who = [n for n, s in pair if s.get("time_to_target_s") is None]
+        return f"{' and '.join(who)} did not reach the target"
+    if reason == "no time":
+        who = [n for n, s in pair if "time_to_target_s" not in s]
+        return f"{' and '.join(who)}: no time to target in the summary"
+    if reason == "at time 0":
+        return f"{candidate} reached the target at simulated time 0"
+    return None
+
+
 def comparison(
     runs: dict[str, dict[str, Any]], baseline: str = "ddl", candidate: str = "scadles"
 ) -> dict[str, Any]:
-    """Compare run summaries: speedup = baseline / candidate time to target (with its bracket),
-    accuracy delta = candidate - baseline final top-1."""
+    """Compare run summaries: speedup = baseline / candidate time to target (with its bracket;
+    None with speedup_note saying why), accuracy delta = candidate - baseline final top-1."""
     base, cand = runs.get(baseline, {}), runs.get(candidate, {})
     target = cand.get("target_accuracy", base.get("target_accuracy"))
     ratio, bounds = speedup(base, cand)
@@ -392,5 +456,6 @@ def comparison(
         "runs": runs,
         "speedup": ratio,
         "speedup_bounds": bounds,
+        "speedup_note": speedup_note(runs, baseline, candidate),
         "accuracy_delta": delta,
     }

@@ -2,7 +2,8 @@
 
 Every header names its unit; a bracket beside a time to target or a speedup is the range the
 evaluation grid leaves open (see `scadles.report.records.crossing`). A key missing from an
-older summary is shown as a dash.
+older summary is shown as a dash. An undefined speedup says why, in the same words in the table,
+the speedup line, comparison.json's speedup_note and the HTML report (`speedup_line`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from scadles.report.records import speedup
+from scadles.report.records import (
+    reached_before_training,
+    speedup,
+    speedup_note,
+    speedup_reason,
+)
 
 DASH = "—"
 BYTE_UNITS = (("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0))  # decimal, as the summary counts
@@ -54,10 +60,13 @@ def bracket(lo: float | None, hi: float | None, f: Any = secs) -> str:
 
 
 def time_cell(s: dict[str, Any]) -> str:
-    """Return a run's time to target with the evaluation bracket, or 'never'."""
+    """Return a run's time to target with the evaluation bracket, 'never', or the time with
+    '(before training)' when the step-0 evaluation already met the target."""
     t = s.get("time_to_target_s")
     if t is None:
         return "never" if "time_to_target_s" in s else DASH
+    if reached_before_training(s):
+        return f"{secs(t)} (before training)"
     lh = s.get("time_to_target_bounds_s")
     if not (isinstance(lh, list) and len(lh) == 2):
         return secs(t)  # a summary written before the bracket existed
@@ -72,6 +81,29 @@ def speedup_text(ratio: float | None, bounds: list[float | None] | None) -> str:
     if bounds is None:
         return text
     return f"{text} {bracket(bounds[0], bounds[1], f=lambda v: f'{v:.2f}')}"
+
+
+def speedup_cell(base: dict[str, Any], s: dict[str, Any]) -> str:
+    """Return run s's speedup against base with its bracket, or 'n/a (why)' when undefined
+    (a dash when a summary has no time to target at all)."""
+    ratio, bounds = speedup(base, s)
+    if ratio is not None:
+        return speedup_text(ratio, bounds)
+    reason = speedup_reason(base, s)
+    return DASH if reason in (None, "no time") else f"n/a ({reason})"
+
+
+def speedup_line(comp: dict[str, Any]) -> str:
+    """Return the candidate's speedup for a headline: '2.69x [2.36, 3.14]', or 'n/a: why' from
+    comparison.json's speedup_note (derived from the runs for a file written before it)."""
+    sp = comp.get("speedup")
+    if sp is not None:
+        return speedup_text(sp, comp.get("speedup_bounds"))
+    note = comp.get("speedup_note")
+    if not isinstance(note, str):
+        runs = comp.get("runs", {})
+        note = speedup_note(runs, comp.get("baseline", "ddl"), comp.get("candidate", "scadles"))
+    return f"n/a: {note or 'undefined'}"
 
 
 def params(x: Any) -> str:
@@ -110,7 +142,7 @@ def comparison_rows(comp: dict[str, Any]) -> list[list[str]]:
             [
                 name,
                 time_cell(s),
-                speedup_text(*speedup(base, s)),
+                speedup_cell(base, s),
                 count(s.get("steps_to_target")),
                 pct(s.get("final_accuracy")),
                 pct(s.get("final_top5")),
@@ -134,7 +166,7 @@ def verdict(comp: dict[str, Any]) -> str:
     sp, delta = comp.get("speedup"), comp.get("accuracy_delta")
     lh = comp.get("speedup_bounds")
     if sp is None:
-        sp_text = "n/a (a run did not reach the target)"
+        sp_text = speedup_line(comp)
     elif isinstance(lh, list) and len(lh) == 2:
         hi = "unbounded" if lh[1] is None else f"{lh[1]:.2f}x"
         sp_text = f"{sp:.2f}x ({lh[0]:.2f}x to {hi} within the evaluation brackets)"
@@ -151,7 +183,9 @@ NOTE = (
     "Time to target is interpolated linearly between the last evaluation below the target and "
     "the first at or above it; the bracket gives those two evaluations' times. Bytes are those "
     "every device puts on the wire in each step's ring collective, summed over devices; bytes to "
-    "target count the steps up to the crossing. Keys and units: docs/OUTPUTS.md in scadles."
+    "target count the steps up to the crossing. A target already met at the step-0 evaluation "
+    "(before any step) shows its time as 'before training' and leaves the speedup undefined "
+    "(n/a). Keys and units: docs/OUTPUTS.md in scadles."
 )
 
 

@@ -77,7 +77,16 @@ def batch_rule(cfg: Config) -> BatchRule:
     """Return the policy's batch/weighting/LR rule."""
     p = cfg.policy
     scaling = resolved_lr_scaling(cfg)
-    return BatchRule(p.name, p.batch, p.b_min, p.b_max, cfg.streams.window_s, scaling)
+    return BatchRule(
+        p.name,
+        p.batch,
+        p.b_min,
+        p.b_max,
+        cfg.streams.window_s,
+        scaling,
+        warmup_steps=p.warmup_steps,
+        scale_max=p.lr_scale_max or None,  # 0: uncapped
+    )
 
 
 def buffer_policy(cfg: Config) -> str:

@@ -34,8 +34,9 @@ from scadles.report.records import (
     SummaryAccumulator,
     write_json,
 )
-from scadles.training import build, checkpoint
+from scadles.training import build, checkpoint, memory
 from scadles.training.build import SourceFactory
+from scadles.training.divergence import DivergenceWatch
 from scadles.training.rundir import check_out, clear_run_files, locked
 from scadles.training.writers import Tee, open_writers, truncate
 
@@ -194,6 +195,7 @@ def _train(
     per_rank = source is not None or cfg.live.source != "sim"
     saved = _load_saved(out, resolved, coll, per_rank) if resume and out is not None else None
     state = saved["engine"] if saved is not None else None
+    memory.check(cfg, data, coll, model)  # refuse a run that cannot fit, before allocating it
     eng = build.engine(
         cfg,
         data,
@@ -216,9 +218,13 @@ def _train(
     last_eval = n_evals = 0
     kept = RunResult()
     kept.steps, kept.evals = [], []
+    watch = DivergenceWatch(t.diverge_steps, t.diverge_factor)
+    diverged: str | None = None
     if saved is not None and out is not None:
         eng.load_state_dict(saved["engine"])
         acc.__dict__.update(copy.deepcopy(saved["summary"]))
+        if "divergence" in saved:  # checkpoints written before the watch existed have none
+            watch.load_state_dict(saved["divergence"])
         last_eval, n_evals = int(saved["last_eval"]), int(saved["evals_lines"])
         if lead:
             truncate(out / "steps.jsonl", eng.counters.step)
@@ -249,6 +255,7 @@ def _train(
                     break
                 if t.max_time_s is not None and c.t >= t.max_time_s:
                     break
+                skipped = eng.skipped_nonfinite
                 try:
                     rep = eng.step()
                 except StreamsEnded as e:
@@ -256,11 +263,16 @@ def _train(
                     break
                 steps.write(rep)  # one flushed line per record: the file is whole at any time
                 acc.update(rep)
+                if watch.update(rep.step, rep.loss, eng.skipped_nonfinite > skipped):
+                    diverged = watch.message(rep.step, eng.rule.lr_scaling, eng.rule.scale_max)
+                    log.info("run stops at step %d: %s", rep.step, diverged)
+                    break
                 if rep.step % every == 0 and lead:
                     evaluate()
                     last_eval = rep.step
                 if checkpoint_every and rep.step % checkpoint_every == 0 and out is not None:
                     meta = {"summary": vars(acc), "last_eval": last_eval, "evals_lines": n_evals}
+                    meta["divergence"] = watch.state_dict()
                     _save(eng, out, coll, lead, meta | {"config": resolved})
                 if progress is not None:
                     done = rep.step if unit == "steps" else rep.sim_time_s
@@ -272,7 +284,7 @@ def _train(
                 _write_interrupted(cfg, eng, acc, host0, out)
             raise
     extra = eng.feed.close()
-    summary = _summary(cfg, eng, acc, host0, interrupted=False, **extra)
+    summary = _summary(cfg, eng, acc, host0, interrupted=False, diverged=diverged, **extra)
     if lead and out is not None:
         write_json(out / "summary.json", summary)
         torch.save(eng.model.state_dict(), out / "model.pt")
@@ -318,7 +330,9 @@ def _write_interrupted(
     """Write summary.json for the steps done before an exception (no collective, no broker
     acknowledgement: a resumed run continues from the last checkpoint as if none happened)."""
     try:
-        write_json(out / "summary.json", _summary(cfg, eng, acc, host0, interrupted=True))
+        write_json(
+            out / "summary.json", _summary(cfg, eng, acc, host0, interrupted=True, diverged=None)
+        )
     except Exception:  # the original exception matters more than this summary
         log.exception("could not write the summary of the interrupted run in %s", out)
 
