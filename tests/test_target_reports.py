@@ -14,6 +14,7 @@ import pytest
 from scadles.cli.main import main
 from scadles.report.records import comparison
 from scadles.report.tables import comparison_rows, speedup_line, speedup_text
+from scadles.training.sweep import sweep_markdown
 
 TINY = [
     "--set", "data.name=synthetic",
@@ -185,3 +186,19 @@ def test_speedup_note_and_cells_on_hand_made_summaries(
         assert speedup_line({k: v for k, v in comp.items() if k != "speedup_note"}) == speedup_line(
             comp
         )
+
+
+def test_sweep_table_says_never_and_before_training_like_the_comparison() -> None:
+    # Arrange: three grid points: crossed after steps, met at step 0, never met
+    crossed = {**summary(12.5, 3, [10.0, 15.0]), "target_reached_before_training": False}
+    at_once = {**summary(0.0, 0, [0.0, 0.0]), "target_reached_before_training": True}
+    never = summary(None, None, None)
+    rows = [
+        {"params": {"compress.ratio": r}, "summary": s}
+        for r, s in ((0.1, crossed), (0.01, at_once), (0.001, never))
+    ]
+    # Act
+    lines = sweep_markdown(["compress.ratio"], rows).splitlines()[2:]
+    # Assert: the time column (the 5th cell) reads as the comparison table's time column does
+    cells = [line.split(" | ")[4] for line in lines]
+    assert cells == ["12.5 [10.0, 15.0]", "0.0 (before training)", "never"]

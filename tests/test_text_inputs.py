@@ -14,6 +14,7 @@ from scadles.cli.main import main
 from scadles.errors import UserError
 from scadles.report.records import read_jsonl
 from scadles.textfile import decode, read_text
+from scadles.training import rundir
 
 TINY = [
     "--set", "data.name=synthetic",
@@ -115,3 +116,31 @@ def test_text_with_a_byte_order_mark_is_read(
     assert main(["config", *TINY, "--set", f"streams.trace={trace}"]) == 0
     assert read_text(trace, "streams.trace").startswith("time_s,")
     assert decode("é".encode(), "x") == "é"
+
+
+@pytest.mark.parametrize("content", [b"\xde\xad binary", b"[1, 2]"], ids=["binary", "a list"])
+def test_reproduce_rows_that_are_not_a_rows_object(
+    content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = tmp_path / "fig1" / "rows.json"
+    rows.parent.mkdir()
+    rows.write_bytes(content)
+    assert main(["reproduce", "--out", str(tmp_path), "--only", "fig1", "--quiet"]) == 2
+    err = one_error_line(capsys)
+    assert err.startswith(f"scadles: error: reproduce: {rows}"), err
+
+
+def test_binary_steps_of_a_resumed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["run", *TINY, "--out", str(run), "--checkpoint-every", "1", "--quiet"]) == 0
+    random_bytes(run / "steps.jsonl")
+    assert main(["run", "--resume", str(run), "--quiet"]) == 2
+    err = one_error_line(capsys)
+    assert err.startswith(f"scadles: error: resume: {run / 'steps.jsonl'} is not UTF-8"), err
+
+
+def test_a_lock_file_that_is_not_text_names_an_unknown_holder(tmp_path: Path) -> None:
+    lock = random_bytes(tmp_path / ".lock")
+    assert rundir._holder(lock) == "unknown"
+    lock.write_text("4242\n")
+    assert rundir._holder(lock) == "4242"

@@ -9,7 +9,9 @@ where its bytes happen to decode.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from scadles.errors import UserError
 
@@ -51,3 +53,13 @@ def read_text(path: str | Path, key: str) -> str:
     except OSError as err:
         raise UserError(f"{key}: cannot read {show(path)}: {err.strerror or err}") from None
     return decode(data, f"{key}: {show(path)}")
+
+
+def read_json(path: str | Path, key: str) -> Any:
+    """Return the JSON value in the file `key` names; UserError with one line when the file is
+    missing, unreadable, not UTF-8 text or not JSON."""
+    text = read_text(path, key)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, an over-long integer
+        raise UserError(f"{key}: {show(path)}: cannot read JSON ({e})") from None

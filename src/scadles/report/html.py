@@ -7,7 +7,6 @@ as is. Missing run plots are drawn first (matplotlib, Agg) from steps.jsonl and 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from scadles.report.html_parts import (
     table,
 )
 from scadles.report.tables import HEADERS, NOTE, comparison_rows, speedup_line
-from scadles.textfile import read_text
+from scadles.textfile import read_json
 
 MARKERS = (  # the file that makes a directory each kind, checked in this order
     ("reproduction", "reproduction.json"),
@@ -59,11 +58,7 @@ def kind(path: Path) -> str | None:
 
 def _load(path: Path) -> Any:
     """Read a JSON file, naming it on failure (missing, unreadable, not UTF-8 text, not JSON)."""
-    text = read_text(path, "report")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as e:  # JSONDecodeError, an over-long integer
-        raise UserError(f"report: {path}: cannot read JSON ({e})") from None
+    return read_json(path, "report")
 
 
 def _rel(target: Path, start: Path) -> str:

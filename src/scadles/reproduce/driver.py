@@ -23,6 +23,7 @@ from scadles.report.records import write_json
 from scadles.reproduce.experiments import EXPERIMENTS
 from scadles.reproduce.runs import METRIC_NAMES, ROW_KEYS, Options, Row, Runs
 from scadles.reproduce.settings import DEFAULT_TRACK, NEEDS, available, check_track
+from scadles.textfile import read_json
 
 __all__ = ["ROW_KEYS", "collect", "configs_root", "default_config_dir", "markdown", "reproduce"]
 
@@ -53,12 +54,21 @@ def check_only(only: str | None, track: str, config_dir: Path) -> list[str]:
     return [only]
 
 
+def _rows_file(path: Path) -> dict[str, Any]:
+    """Return an experiment's rows.json (UserError with one line when it is not a JSON object
+    holding a list of rows)."""
+    data = read_json(path, "reproduce")
+    if not isinstance(data, dict) or not isinstance(data.get("rows", []), list):
+        raise UserError(f"reproduce: {path}: expected a JSON object with a list of rows")
+    return data
+
+
 def _check_out(out: Path, track: str) -> None:
     """Fail if out holds another track's rows (one reproduction.md per track)."""
     for name in EXPERIMENTS:
         path = out / name / "rows.json"
         if path.is_file():
-            other = json.loads(path.read_text()).get("track", DEFAULT_TRACK)
+            other = _rows_file(path).get("track", DEFAULT_TRACK)
             if other != track:
                 raise UserError(
                     f"--track {track}: {out} holds the {other} track's results; use another --out"
@@ -149,7 +159,7 @@ def collect(out: Path) -> list[Row]:
     for name in EXPERIMENTS:
         path = out / name / "rows.json"
         if path.is_file():
-            rows += json.loads(path.read_text())["rows"]
+            rows += _rows_file(path).get("rows", [])
     return rows
 
 

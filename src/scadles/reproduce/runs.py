@@ -22,6 +22,7 @@ from scadles.errors import UserError
 from scadles.report import records
 from scadles.report.records import dumps, iter_jsonl, write_json
 from scadles.reproduce import paper
+from scadles.textfile import read_json
 from scadles.training import build, runner
 from scadles.training.compare import compare_policies
 
@@ -108,7 +109,7 @@ class Runs:
         self.opts = opts
         self.say = say
         path = opts.out / INDEX
-        self.index: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+        self.index: dict[str, str] = read_json(path, "reproduce") if path.is_file() else {}
         self._data: dict[str, Dataset] = {}
 
     def config(self, name: str, sets: Mapping[str, Any] | None = None) -> Config:
@@ -136,7 +137,7 @@ class Runs:
             where = where.with_name(f"{where.name}@{key}")
         done = where / "summary.json"
         if done.is_file():
-            finished = json.loads(done.read_text())
+            finished = read_json(done, "reproduce")
             if not finished.get("interrupted"):
                 return dict(finished, dir=str(where))
         t0 = time.perf_counter()
@@ -169,7 +170,7 @@ def _same(where: Path, cfg: Config) -> bool:
     stored = where / "config.json"
     if not stored.is_file():
         return True
-    return bool(json.loads(stored.read_text()) == json.loads(dumps(config_to_dict(cfg))))
+    return bool(read_json(stored, "reproduce") == json.loads(dumps(config_to_dict(cfg))))
 
 
 def at_target(summary: Mapping[str, Any], field: str) -> tuple[float, bool]:

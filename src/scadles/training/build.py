@@ -111,6 +111,16 @@ def switch_name(cfg: Config) -> str:
     return cfg.compress.policy or POLICIES.get(cfg.policy.name).switch
 
 
+def _unbiased(name: str, feedback: bool | None) -> bool:
+    """Return whether the compressor `name` is built in its unbiased (P/k-scaled) form.
+
+    Rand-k is unbiased unless error feedback is asked for: feedback needs a contraction (the
+    unscaled draw, ||C(x) - x||^2 = (1 - k/P) ||x||^2), and on the demo model the unscaled draw
+    with feedback collapsed to chance at every ratio up to 0.25 (docs/COMPRESSION.md).
+    """
+    return name == "randk" and not feedback
+
+
 def exchange(
     cfg: Config,
     model: torch.nn.Module,
@@ -132,6 +142,14 @@ def exchange(
     if not compresses(cfg):
         return DenseExchange(model, comm_params, coll, devices)
     sizes, shapes = layer_sizes(model), layer_shapes(model)
+    kind = switch_name(cfg)
+    named_ones = [s.split(":")[0] for s in c.candidates] if kind == "time_aware" else [name]
+    if c.error_feedback and "randk" in named_ones:
+        log.warning(
+            "randk with compress.error_feedback = true: the unscaled draw with error feedback "
+            "collapsed to chance on the demo model at ratios <= 0.25 (docs/COMPRESSION.md); "
+            "leave compress.error_feedback unset for the unbiased, P/k-scaled draw"
+        )
 
     def make(ratio: float) -> Compressor:
         return make_compressor(
@@ -142,13 +160,14 @@ def exchange(
             rank=c.rank,
             levels=c.levels,
             bucket=c.bucket,
+            unbiased=_unbiased(name, c.error_feedback),
         )
 
     def named(cname: str, kw: dict[str, Any]) -> Compressor:
         opts: dict[str, Any] = {"levels": c.levels, "bucket": c.bucket, "rank": c.rank} | kw
+        opts["unbiased"] = _unbiased(cname, c.error_feedback)
         return make_compressor(cname, layers=sizes, shapes=shapes, **opts)
 
-    kind = switch_name(cfg)
     scale = comm_params / max(sum(sizes), 1)
     n = len(c.candidates)
     cost_model = costs(n, scale) if costs is not None else MeasuredCosts(n, c.probe_every)

@@ -29,6 +29,7 @@ RUN_FILES = (
     "model.pt",
     "label_counts.csv",
     "label_distribution.png",
+    "availability.png",
 )
 RUN_GLOBS = (
     "checkpoint*.pt",
@@ -110,7 +111,7 @@ def _holder(path: Path) -> str:
     """Return the pid written in a lock file, or "unknown"."""
     try:
         text = path.read_text().strip()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a lock file that is not UTF-8 text
         return "unknown"
     return text if text.isdigit() else "unknown"
 

@@ -16,6 +16,7 @@ from scadles.config.load import Config, config_to_dict, parse_override, replace_
 from scadles.data.datasets import Dataset
 from scadles.errors import UserError
 from scadles.report.records import dumps, write_json
+from scadles.report.tables import time_cell
 from scadles.training import build, runner
 from scadles.training.compare import finished_summary
 from scadles.training.rundir import check_out
@@ -54,7 +55,12 @@ def _label(point: dict[str, Any]) -> str:
     return ",".join(f"{k.split(',')[0].split('.')[-1]}={v}" for k, v in point.items())
 
 
-def _cell(value: Any, fmt: str) -> str:
+def _cell(summary: dict[str, Any], key: str, fmt: str) -> str:
+    """Return one summary value formatted; a time to target as the comparison table shows it
+    ('never', '0.0 (before training)', or the time with its evaluation bracket)."""
+    if key == "time_to_target_s":
+        return time_cell(summary)
+    value = summary.get(key)
     return "—" if value is None else fmt.format(value)
 
 
@@ -114,6 +120,6 @@ def sweep_markdown(keys: list[str], rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [str(r["params"][k]) for k in keys]
-        cells += [_cell(r["summary"].get(key), fmt) for key, _, fmt in COLUMNS]
+        cells += [_cell(r["summary"], key, fmt) for key, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

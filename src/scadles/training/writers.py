@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scadles.report.records import JsonlWriter
+from scadles.textfile import read_text
 
 
 class Writer(Protocol):
@@ -83,7 +84,7 @@ def open_writers(
 
 def truncate(path: Path, lines: int) -> None:
     """Keep the first `lines` lines of a JSONL file (records written after a checkpoint)."""
-    kept = path.read_text().splitlines(keepends=True)[:lines] if path.is_file() else []
+    kept = read_text(path, "resume").splitlines(keepends=True)[:lines] if path.is_file() else []
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(kept))
     os.replace(tmp, path)
